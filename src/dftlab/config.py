@@ -1,0 +1,61 @@
+"""Composing and validating configs: a bad value fails before any model loads, naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from dftlab.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """The composed config, inside a running Hydra app or outside one (tests, scripts)."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=list(overrides or []))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def _require(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks of what Hydra's schema cannot know; the loss checks its own parameters."""
+    o, d = cfg.optim, cfg.data
+    _require(o.lr > 0, "optim.lr", o.lr, "the learning rate must be > 0")
+    _require(0 <= o.warmup_ratio < 1, "optim.warmup_ratio", o.warmup_ratio, "need 0 <= warmup_ratio < 1")
+    _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "need >= 0")
+    _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two values in [0, 1)")
+    _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "null or > 0")
+    _require(d.batch_size >= 1, "data.batch_size", d.batch_size, "the global batch must be >= 1")
+    _require(d.max_length >= 2, "data.max_length", d.max_length, "must be >= 2")
+    devices = cfg.trainer.get("devices")
+    world = devices * cfg.trainer.get("num_nodes", 1) if isinstance(devices, int) and devices > 0 else 1
+    _require(d.batch_size % world == 0, "data.batch_size", d.batch_size, f"the global batch must divide over {world} rank(s)")
+    micro = d.get("micro_batch_size") or d.batch_size // world
+    _require(micro >= 1, "data.micro_batch_size", micro, "must be >= 1 (or null: no accumulation)")
+    _require(
+        (d.batch_size // world) % micro == 0,
+        "data.micro_batch_size",
+        micro,
+        f"must divide the {d.batch_size // world} rows a rank (data.batch_size={d.batch_size} over {world} rank(s))",
+    )
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+    _require(accumulate == 1, "trainer.accumulate_grad_batches", accumulate,
+             "accumulation is derived from data.batch_size and data.micro_batch_size; leave it at 1")
+    e = cfg.engine
+    _require(e.path in ("auto", "chunked", "naive"), "engine.path", e.path, "auto | chunked | naive")
+    _require(e.reduction in ("token", "official"), "engine.reduction", e.reduction, "token | official")
+    _require(e.reference in ("copy", "adapters", "dataset"), "engine.reference", e.reference, "copy | adapters | dataset")
+    _require(e.chunk_mib > 0, "engine.chunk_mib", e.chunk_mib, "must be > 0")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,66 @@
+"""Weights & Biases that never blocks or prompts: online when it can be, offline otherwise."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+MODES = ("online", "offline", "disabled")
+
+
+def _has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _reachable(timeout: float = 3.0) -> bool:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wandb_mode(requested: str | None = None) -> str:
+    """WANDB_MODE, else the requested mode, else online only with a key and a reachable server."""
+    mode = os.environ.get("WANDB_MODE") or requested
+    if mode in ("dryrun",):
+        mode = "offline"
+    if mode is None:
+        if not _has_key():
+            log.info("W&B: no API key found, logging offline")
+            return "offline"
+        if not _reachable():
+            log.warning("W&B: server unreachable, logging offline")
+            return "offline"
+        return "online"
+    if mode not in MODES:
+        raise ValueError(f"logger.wandb.mode={mode!r}: choose one of {', '.join(MODES)} or null")
+    return mode
+
+
+def wandb_logger(project: str, name: str, save_dir: str, group: str | None = None, tags=(), mode=None, **kwargs):
+    from lightning.pytorch.loggers import WandbLogger
+
+    mode = wandb_mode(mode)
+    os.makedirs(save_dir, exist_ok=True)
+    return WandbLogger(
+        project=project,
+        name=name,
+        group=group,
+        tags=list(tags),
+        save_dir=save_dir,
+        mode=mode,
+        **kwargs,
+    )

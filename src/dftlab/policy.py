@@ -1,0 +1,175 @@
+"""A causal LM with its token loss: hidden states -> per-token log p -> weighted, normalised loss.
+
+The loss is computed inside this module's forward, so a strategy that wraps this module (FSDP)
+has the output layer's parameters gathered while the chunked loss uses them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from dftlab.errors import ConfigError
+from dftlab.losses import IGNORE_INDEX, TokenContext, TokenLoss
+from dftlab.token_loss import Head, TokenStats, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
+
+log = logging.getLogger(__name__)
+
+PATHS = ("auto", "chunked", "naive")
+
+
+def output_head(lm: nn.Module) -> Head:
+    layer = lm.get_output_embeddings()
+    return Head(layer.weight, getattr(layer, "bias", None))
+
+
+@torch.no_grad()
+def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
+    """Whether `hidden @ W.T + b` equals the model's own logits (no soft-capping or scaling)."""
+    was_training = lm.training
+    lm.eval()
+    try:
+        device = lm.get_output_embeddings().weight.device
+        ids = torch.arange(8, device=device).remainder(lm.config.vocab_size)[None]
+        expected = lm(input_ids=ids).logits.float()
+        hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
+        got = (hidden @ output_head(lm).weight.t()).float()
+        head = output_head(lm)
+        if head.bias is not None:
+            got = got + head.bias.float()
+        err = (got - expected).abs().max().item()
+        tol = 1e-4 * (1 + expected.abs().max().item()) if expected.dtype == torch.float32 else 0
+        if hidden.dtype != torch.float32:
+            tol = 2e-2 * (1 + expected.abs().max().item())
+        ok = err <= tol
+        return ok, "" if ok else f"hidden @ W.T differs from the model's logits by {err:.3g} (logit scaling or soft-capping)"
+    finally:
+        lm.train(was_training)
+
+
+class CausalLMWithLoss(nn.Module):
+    """`reference`: "copy" (a frozen copy of the initial weights), "adapters" (the same model with
+    its LoRA adapters disabled), "dataset" (reference log-probs given in the batch) or None."""
+
+    def __init__(
+        self,
+        lm: nn.Module,
+        loss: TokenLoss,
+        reference: str | None = None,
+        path: str = "auto",
+        chunk_mib: float = 64,
+        auto_mib: float = 256,
+    ):
+        super().__init__()
+        if path not in PATHS:
+            raise ConfigError(f"engine.path={path!r}: choose one of {', '.join(PATHS)}")
+        self.lm, self.loss = lm, loss
+        self.auto_mib = auto_mib
+        self.vocab_size = lm.get_output_embeddings().weight.shape[0]
+        self.chunk_rows = chunk_rows_for(self.vocab_size, chunk_mib)
+        self.path = path
+        if path != "naive":
+            ok, why = head_reproduces_logits(lm)
+            if not ok:
+                if path == "chunked":
+                    raise ConfigError(f"engine.path=chunked cannot serve this model: {why}; use engine.path=naive")
+                log.warning("chunked loss disabled: %s; using the naive path", why)
+                self.path = "naive"
+        self.reference_mode = reference if loss.needs_reference else None
+        if self.reference_mode not in (None, "copy", "adapters", "dataset"):
+            raise ConfigError(f"reference={reference!r}: choose copy, adapters or dataset")
+        if self.reference_mode == "dataset" and loss.kl_coef:
+            raise ConfigError(f"loss {loss.name} needs the reference's full distribution, not dataset log-probs")
+        # A frozen copy is kept out of the registered submodules: it is not trained, not
+        # checkpointed and not in the optimizer. `_apply` still moves and casts it.
+        self._reference = [self._frozen_copy(lm)] if self.reference_mode == "copy" else []
+
+    @staticmethod
+    def _frozen_copy(lm: nn.Module) -> nn.Module:
+        ref = copy.deepcopy(lm).eval()
+        ref.requires_grad_(False)
+        return ref
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for ref in self._reference:
+            ref._apply(fn, *args, **kwargs)
+        return self
+
+    @property
+    def reference(self) -> nn.Module | None:
+        return self._reference[0] if self._reference else None
+
+    def use_chunked(self, batch_positions: int) -> bool:
+        if self.path != "auto":
+            return self.path == "chunked"
+        return batch_positions * self.vocab_size * 4 > self.auto_mib * 2**20
+
+    def _reference_context(self):
+        if self.reference_mode == "adapters":
+            return self.lm.disable_adapter()
+        return nullcontext()
+
+    def _reference_model(self) -> nn.Module:
+        return self.reference if self.reference_mode == "copy" else self.lm
+
+    def forward(self, batch: dict[str, torch.Tensor], normaliser: float) -> tuple[torch.Tensor, TokenStats]:
+        labels = batch["labels"]
+        mask = labels != IGNORE_INDEX
+        targets = labels[mask]
+        ctx = TokenContext(batch["seq_ids"][mask], batch["seq_ids"].numel())
+        # Rows are right-padded: with causal attention no real token attends to padding, so no
+        # attention mask is needed, and the attention can take its plain causal fast path.
+        inputs = {"input_ids": batch["input_ids"]}
+        if "position_ids" in batch:
+            inputs["position_ids"] = batch["position_ids"]
+        if self.reference_mode == "dataset":
+            ctx.ref_logp = batch["ref_logp"][mask].float()
+        if self.use_chunked(labels.numel()):
+            hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
+            ref_hidden, ref_head = None, None
+            if self.reference_mode in ("copy", "adapters"):
+                ref_hidden, ref_head = self._reference_hidden(inputs, mask)
+                if ctx.ref_logp is None:
+                    ctx.ref_logp, _, _ = token_logprobs(ref_hidden, ref_head, targets, self.chunk_rows)
+            return chunked_token_loss(
+                hidden, output_head(self.lm), targets, self.loss, ctx, normaliser, self.chunk_rows, ref_hidden, ref_head
+            )
+        logits = self.lm(**inputs).logits[mask]
+        ref_logits = None
+        if self.reference_mode in ("copy", "adapters"):
+            with torch.no_grad(), self._reference_context():
+                ref_logits = self._reference_model()(**inputs).logits[mask]
+            if ctx.ref_logp is None:
+                ctx.ref_logp = ref_logits.float().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+        return naive_token_loss(logits, targets, self.loss, ctx, normaliser, ref_logits)
+
+    @torch.no_grad()
+    def token_stats(self, batch: dict[str, torch.Tensor], entropy: bool = False):
+        """(TokenStats, entropy or None) of the target tokens, without a loss or a reference."""
+        mask = batch["labels"] != IGNORE_INDEX
+        targets = batch["labels"][mask]
+        inputs = {"input_ids": batch["input_ids"]}
+        if "position_ids" in batch:
+            inputs["position_ids"] = batch["position_ids"]
+        if self.use_chunked(mask.numel()):
+            hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
+            logp, correct, ent = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, entropy)
+        else:
+            logprobs = self.lm(**inputs).logits[mask].float().log_softmax(-1)
+            logp = logprobs.gather(1, targets[:, None]).squeeze(1)
+            correct = logprobs.argmax(-1) == targets
+            ent = -(logprobs.exp() * logprobs).sum(-1) if entropy else None
+        return TokenStats(logp, correct), ent
+
+    @torch.no_grad()
+    def _reference_hidden(self, inputs, mask) -> tuple[torch.Tensor, Head]:
+        model = self._reference_model()
+        with self._reference_context():
+            hidden = model.get_decoder()(**inputs).last_hidden_state[mask]
+        head = output_head(model)
+        return hidden, Head(head.weight.detach(), None if head.bias is None else head.bias.detach())

@@ -1,0 +1,101 @@
+"""One training run from a composed config: fit, export, evaluate, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from dftlab.base import EMBEDDED_BASE, ensure_base
+from dftlab.config import validate
+from dftlab.errors import build
+from dftlab.evaluation.report import evaluate_run
+from dftlab.models import load_tokenizer
+from dftlab.module import FineTuneModule
+
+log = logging.getLogger(__name__)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_logs() -> None:
+    """One copy of each message (Lightning's handlers would repeat Hydra's), no advertising,
+    no download progress bars."""
+    import transformers
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    return build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train as configured; returns the summary that is also written to `summary.json`."""
+    quiet_logs()
+    validate(cfg)
+    loss = build(cfg.loss)
+    out = Path(cfg.paths.output_dir)
+    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    base_path = None
+    if model_cfg.name_or_path == EMBEDDED_BASE:
+        base_path = ensure_base(cfg)
+        model_cfg.name_or_path = str(base_path)
+    elif model_cfg.name_or_path is not None:
+        base_path = model_cfg.name_or_path
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(model_cfg)
+    datamodule = build(cfg.data, tokenizer=tokenizer)
+    module = FineTuneModule(model_cfg, loss, cfg.optim, cfg.engine, tokenizer)
+    trainer = build_trainer(cfg)
+    trainer.accumulate_grad_batches = datamodule.accumulation(trainer.world_size)
+    log.info(
+        "loss %r; global batch %d = %d rank(s) x %d micro-batch(es) x %d rows",
+        loss, datamodule.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+        datamodule.micro(trainer.world_size),
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+    export = out / "export"
+    if trainer.is_global_zero:
+        module.lm.save_pretrained(export, safe_serialization=True)
+        tokenizer.save_pretrained(export)
+    summary = {
+        "run_dir": str(out),
+        "loss": repr(loss),
+        "steps": trainer.global_step,
+        "val_ce": _metric(trainer, "val/ce"),
+        "data_skipped": {k: dict(v) for k, v in datamodule.skipped.items()},
+    }
+    if trainer.is_global_zero and cfg.eval.enabled:
+        summary["eval"] = evaluate_run(cfg, datamodule.task, tokenizer, export, base_path, trainer.loggers)
+    if trainer.is_global_zero:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    for lg in trainer.loggers:
+        lg.finalize("success")
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+    return summary
+
+
+def _metric(trainer: L.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)

@@ -1,0 +1,212 @@
+"""Per-token log-probabilities in fp32 and the reduction, with or without materialising logits.
+
+Both paths take only the target rows (N of them) and return `sum_t loss_t / normaliser` plus
+detached per-token statistics:
+
+- `naive_token_loss`: from logits [N, V]; autograd does the rest.
+- `chunked_token_loss`: from hidden states [N, H] and the output projection, `chunk_rows` rows at
+  a time, so that at most one [chunk_rows, V] block of logits exists. The gradients with respect
+  to the hidden states and the projection are computed inside the forward loop, as fused
+  linear-cross-entropy kernels do: three vocabulary-sized matmuls per chunk, where recomputing the
+  chunk in backward would cost four. A member's derivative `d loss_t / d log p_t` comes from
+  autograd on the [chunk] vector of log-probabilities, so any formula in `losses.py` works here
+  unchanged. Members whose weight depends on the whole sequence get a first, gradient-free pass
+  for the sequence statistics.
+
+The logits of a chunk are taken in fp32 (the matmul accumulates in fp32 and is not rounded to the
+model's dtype before the softmax).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dftlab.losses import TokenContext, TokenLoss
+
+
+@dataclass
+class TokenStats:
+    """Detached per-target-token statistics."""
+
+    logp: Tensor  # [N] fp32
+    correct: Tensor  # [N] bool: the argmax is the target
+
+
+@dataclass
+class Head:
+    """An output projection: logits = hidden @ weight.T + bias."""
+
+    weight: Tensor  # [V, H]
+    bias: Tensor | None = None
+
+
+def _wide(x: Tensor) -> Tensor:
+    """x in fp32, or as it is when it is already at least that precise."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _mm_fp32(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b with an (at least) fp32 result: low-precision inputs get fp32 accumulation and output."""
+    if a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64):
+        return a @ b
+    if a.is_cuda and a.dtype == b.dtype:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return _wide(a) @ _wide(b)
+
+
+def _logits_fp32(h: Tensor, head: Head) -> Tensor:
+    out = _mm_fp32(h, head.weight.t())
+    if head.bias is not None:
+        out = out + _wide(head.bias)
+    return out
+
+
+def _kl_ref(ref_logp_all: Tensor, logp_all: Tensor) -> Tensor:
+    """KL(p_ref || p_theta) per row, from full log-distributions [C, V]."""
+    return (ref_logp_all.exp() * (ref_logp_all - logp_all)).sum(-1)
+
+
+def naive_token_loss(
+    logits: Tensor,
+    targets: Tensor,
+    loss: TokenLoss,
+    ctx: TokenContext,
+    normaliser: float,
+    ref_logits: Tensor | None = None,
+) -> tuple[Tensor, TokenStats]:
+    """The reference path: full fp32 log-softmax over [N, V] logits."""
+    logprobs = _wide(logits).log_softmax(-1)
+    logp = logprobs.gather(1, targets[:, None]).squeeze(1)
+    per_token = loss.token_loss(logp, ctx)
+    if loss.kl_coef:
+        per_token = per_token + loss.kl_coef * _kl_ref(_wide(ref_logits).log_softmax(-1), logprobs)
+    return per_token.sum() / normaliser, TokenStats(logp.detach(), (logits.argmax(-1) == targets))
+
+
+@torch.no_grad()
+def token_logprobs(
+    hidden: Tensor, head: Head, targets: Tensor, chunk_rows: int, entropy: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """log p of each target, whether it is the argmax, and optionally the entropy (nats): chunked."""
+    n = hidden.shape[0]
+    dtype = _wide(hidden[:0]).dtype
+    logp = torch.empty(n, dtype=dtype, device=hidden.device)
+    correct = torch.empty(n, dtype=torch.bool, device=hidden.device)
+    ent = torch.empty(n, dtype=dtype, device=hidden.device) if entropy else None
+    for s in range(0, n, chunk_rows):
+        e = min(n, s + chunk_rows)
+        lp = _logits_fp32(hidden[s:e], head).log_softmax(-1)
+        logp[s:e] = lp.gather(1, targets[s:e, None]).squeeze(1)
+        correct[s:e] = lp.argmax(-1) == targets[s:e]
+        if entropy:
+            ent[s:e] = -(lp.exp() * lp).sum(-1)
+    return logp, correct, ent
+
+
+def _member_grad(loss: TokenLoss, logp: Tensor, ctx: TokenContext, normaliser: float) -> tuple[Tensor, Tensor]:
+    """(d total / d logp, total) for total = sum_t token_loss_t / normaliser."""
+    with torch.enable_grad():
+        x = logp.detach().requires_grad_(True)
+        total = loss.token_loss(x, ctx).sum() / normaliser
+        (g,) = torch.autograd.grad(total, x)
+    return g, total.detach()
+
+
+class _ChunkedTokenLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(autograd_ctx, hidden, weight, bias, targets, loss, ctx, normaliser, chunk_rows, ref_hidden, ref_head):
+        head = Head(weight, bias)
+        need_h, need_w, need_b = autograd_ctx.needs_input_grad[:3]
+        n = hidden.shape[0]
+        dev = hidden.device
+        wide = _wide(hidden[:0]).dtype
+        logp_all = torch.empty(n, dtype=wide, device=dev)
+        correct = torch.empty(n, dtype=torch.bool, device=dev)
+        g_all = None
+        total = torch.zeros((), dtype=wide, device=dev)
+        if loss.needs_sequence_stats:
+            logp_all, correct, _ = token_logprobs(hidden, head, targets, chunk_rows)
+            g_all, total = _member_grad(loss, logp_all, ctx, normaliser)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=wide, device=dev) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=wide, device=dev) if need_b else None
+        kl_scale = loss.kl_coef / normaliser
+        for s in range(0, n, chunk_rows):
+            e = min(n, s + chunk_rows)
+            h, t = hidden[s:e], targets[s:e]
+            rows = torch.arange(e - s, device=dev)
+            logits = _logits_fp32(h, head)
+            lse = logits.logsumexp(-1, keepdim=True)
+            logits.sub_(lse)  # now log-probabilities over the vocabulary
+            logp = logits[rows, t]
+            if g_all is None:
+                logp_all[s:e] = logp
+                correct[s:e] = logits.argmax(-1) == t
+                g, part = _member_grad(loss, logp, ctx.slice(s, e), normaliser)
+                total += part
+            else:
+                g = g_all[s:e]
+            ref_p = None
+            if loss.kl_coef:
+                ref_lp = _logits_fp32(ref_hidden[s:e], ref_head).log_softmax(-1)
+                total += kl_scale * _kl_ref(ref_lp, logits).sum()
+                ref_p = ref_lp.exp_()
+            if not (need_h or need_w or need_b):
+                continue
+            # d/dlogits of g*logp + kl_scale*KL = g*(onehot - p) + kl_scale*(p - p_ref)
+            grad = logits.exp_().mul_((kl_scale - g)[:, None])
+            if ref_p is not None:
+                grad.sub_(ref_p, alpha=kl_scale)
+            grad[rows, t] += g
+            grad_lowp = grad.to(weight.dtype)
+            if need_h:
+                grad_h[s:e] = grad_lowp @ weight
+            if need_w:
+                grad_w += _mm_fp32(grad_lowp.t(), h)
+            if need_b:
+                grad_b += grad.sum(0)
+        autograd_ctx.grads = (grad_h, grad_w, grad_b)
+        autograd_ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        autograd_ctx.mark_non_differentiable(logp_all, correct)
+        return total, logp_all, correct
+
+    @staticmethod
+    def backward(autograd_ctx, grad_total, _grad_logp, _grad_correct):
+        grad_h, grad_w, grad_b = autograd_ctx.grads
+        autograd_ctx.grads = None
+        w_dtype, b_dtype = autograd_ctx.dtypes
+        scale = grad_total  # a 0-d tensor; usually 1
+        if grad_h is not None:
+            grad_h = grad_h.mul_(scale)
+        if grad_w is not None:
+            grad_w = grad_w.mul_(scale).to(w_dtype)
+        if grad_b is not None:
+            grad_b = grad_b.mul_(scale).to(b_dtype)
+        return grad_h, grad_w, grad_b, None, None, None, None, None, None, None
+
+
+def chunked_token_loss(
+    hidden: Tensor,
+    head: Head,
+    targets: Tensor,
+    loss: TokenLoss,
+    ctx: TokenContext,
+    normaliser: float,
+    chunk_rows: int,
+    ref_hidden: Tensor | None = None,
+    ref_head: Head | None = None,
+) -> tuple[Tensor, TokenStats]:
+    if loss.kl_coef and (ref_hidden is None or ref_head is None):
+        raise ValueError(f"{loss.name} needs the reference model's hidden states and head")
+    total, logp, correct = _ChunkedTokenLoss.apply(
+        hidden, head.weight, head.bias, targets, loss, ctx, normaliser, max(1, chunk_rows), ref_hidden, ref_head
+    )
+    return total, TokenStats(logp, correct)
+
+
+def chunk_rows_for(vocab_size: int, chunk_mib: float) -> int:
+    """Rows of one chunk so that its fp32 logits take about `chunk_mib` MiB."""
+    return max(1, int(chunk_mib * 2**20 // (4 * vocab_size)))

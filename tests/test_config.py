@@ -1,0 +1,85 @@
+"""Every config composes; bad choices, keys and values fail before any model loads, naming the key."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from dftlab.config import CONFIG_DIR, compose_config, validate
+from dftlab.errors import ConfigError, build
+from dftlab.losses import LossConfigError
+from tests.conftest import ROOT
+
+GROUPS = ["model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "experiment"]
+
+
+def options(group):
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    validate(cfg)
+    loss = build(cfg.loss)
+    assert loss.name == cfg.loss.name
+
+
+def test_required_files_exist():
+    for path in ["loss/sft", "loss/dft", "loss/focal", "loss/iw_sft", "logger/csv", "logger/wandb",
+                 "trainer/cpu", "trainer/gpu", "trainer/ddp"]:
+        assert (CONFIG_DIR / f"{path}.yaml").exists(), path
+
+
+def test_unknown_choice_names_the_group():
+    with pytest.raises(ConfigCompositionException, match="loss/nope"):
+        compose_config(["loss=nope"])
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigCompositionException, match="optim.lrr"):
+        compose_config(["optim.lrr=0.1"])
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("optim.lr=0", "optim.lr=0"),
+        ("optim.lr=-1e-3", "optim.lr=-0.001"),
+        ("optim.warmup_ratio=1.5", "optim.warmup_ratio"),
+        ("data.micro_batch_size=5", "data.micro_batch_size=5 is not allowed: must divide the 32 rows a rank"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("engine.path=fast", "engine.path='fast'"),
+        ("engine.reduction=mean", "engine.reduction='mean'"),
+        ("+trainer.accumulate_grad_batches=4", "trainer.accumulate_grad_batches"),
+    ],
+)
+def test_bad_values_are_named(override, match):
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        validate(compose_config([override]))
+
+
+@pytest.mark.parametrize("override, match", [("loss.gamma=-1", "loss.gamma"), ("+loss.beta=1", "loss.beta is not a parameter")])
+def test_bad_loss_parameters_are_named(override, match):
+    cfg = compose_config(["loss=focal", override])
+    with pytest.raises(LossConfigError, match=match):
+        build(cfg.loss)
+
+
+def test_cli_errors_before_any_model(tmp_path):
+    """From the command line: the key is named, the exit code is non-zero, and nothing is built."""
+    for args, expected in [
+        (["loss=nope"], "loss/nope"),
+        (["optim.lr=-1"], "optim.lr=-1"),
+        (["loss=focal", "loss.gamma=-2"], "loss.gamma=-2 is not allowed"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path}/run"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**__import__("os").environ, "DFTLAB_CACHE": str(tmp_path / "cache")},
+        )
+        assert proc.returncode != 0
+        assert expected in proc.stdout + proc.stderr, (args, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert not (tmp_path / "cache").exists()
