@@ -40,3 +40,25 @@ def run_dir(tmp_path, monkeypatch):
     """A run directory, with the base-model cache kept inside the test's temporary folder."""
     monkeypatch.setenv("DFTLAB_CACHE", str(tmp_path / "cache"))
     return tmp_path / "run"
+
+
+# A run small enough for a test: a 1-layer scratch model, a few problems, a few steps.
+FAST = [
+    "model=scratch",
+    "model.arch.hidden_size=32",
+    "model.arch.intermediate_size=64",
+    "model.arch.num_hidden_layers=1",
+    "data.task.n_train=64",
+    "data.task.n_val=16",
+    "data.task.n_test=4",
+    "data.batch_size=16",
+    "trainer.max_steps=2",
+    "trainer.enable_progress_bar=false",
+    "eval.batch_size=64",
+]
+
+
+def fast_cfg(run_dir, *overrides, fast=True):
+    from dftlab.config import compose_config
+
+    return compose_config([*(FAST if fast else []), f"paths.output_dir={run_dir}", *overrides])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -39,23 +40,33 @@ def quiet_logs() -> None:
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+@dataclass
+class Setup:
+    """Everything a run trains with, built from the config (shared by runs, tests and benchmarks)."""
+
+    module: FineTuneModule
+    datamodule: object
+    trainer: L.Trainer
+    tokenizer: object
+    base_path: str | None
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
     return build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train as configured; returns the summary that is also written to `summary.json`."""
+def setup(cfg: DictConfig, extra_callbacks=()) -> Setup:
+    """Validate, resolve the model (building the embedded base if needed), and build the objects."""
     quiet_logs()
     validate(cfg)
     loss = build(cfg.loss)
-    out = Path(cfg.paths.output_dir)
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
     base_path = None
     if model_cfg.name_or_path == EMBEDDED_BASE:
-        base_path = ensure_base(cfg)
-        model_cfg.name_or_path = str(base_path)
+        base_path = str(ensure_base(cfg))
+        model_cfg.name_or_path = base_path
     elif model_cfg.name_or_path is not None:
         base_path = model_cfg.name_or_path
 
@@ -63,14 +74,23 @@ def run(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(model_cfg)
     datamodule = build(cfg.data, tokenizer=tokenizer)
     module = FineTuneModule(model_cfg, loss, cfg.optim, cfg.engine, tokenizer)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, extra_callbacks)
     trainer.accumulate_grad_batches = datamodule.accumulation(trainer.world_size)
     log.info(
         "loss %r; global batch %d = %d rank(s) x %d micro-batch(es) x %d rows",
         loss, datamodule.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
         datamodule.micro(trainer.world_size),
     )
-    trainer.fit(module, datamodule=datamodule)
+    return Setup(module, datamodule, trainer, tokenizer, base_path)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train as configured; returns the summary that is also written to `summary.json`."""
+    s = setup(cfg)
+    module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
+    loss = module.loss
+    out = Path(cfg.paths.output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     export = out / "export"
     if trainer.is_global_zero:

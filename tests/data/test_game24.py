@@ -24,7 +24,7 @@ def test_every_generated_solution_verifies(task):
     for name, rows in splits.items():
         assert rows, name
         for row in rows:
-            assert task.score(row["prompt"], row["response"]) == {"correct": True, "well_formed": True}, row
+            assert task.score(row, row["response"]) == {"correct": True, "well_formed": True}, row
 
 
 def test_five_card_solutions_have_four_steps(task):

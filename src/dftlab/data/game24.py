@@ -176,20 +176,21 @@ def problems(
     A problem's identity is (rule, card multiset, target); its card order and reference solution
     come from an RNG seeded by that identity and `seed`, so they do not depend on what else is drawn.
     """
-    pool = []
-    for rule in rules:
-        for hand in itertools.combinations_with_replacement(RANKS, n_cards):
-            if max(hand.count(r) for r in hand) > 4:  # a deck has four cards of each rank
-                continue
-            key = f"{rule_text(rule)}|{','.join(hand)}|{target}"
-            if not buckets[0] <= _bucket(key) < buckets[1]:
-                continue
-            values = [card_value(c, rule) for c in hand]
-            if solvable(values, target):
-                pool.append((key, rule, hand, values))
-    random.Random(f"order:{seed}").shuffle(pool)
+    candidates = [
+        (rule, hand)
+        for rule in rules
+        for hand in itertools.combinations_with_replacement(RANKS, n_cards)
+        if max(hand.count(r) for r in hand) <= 4  # a deck has four cards of each rank
+    ]
+    random.Random(f"order:{seed}").shuffle(candidates)
     out = []
-    for key, rule, hand, values in pool[:n]:
+    for rule, hand in candidates:  # lazily: solving is the expensive part
+        if n is not None and len(out) >= n:
+            break
+        key = f"{rule_text(rule)}|{','.join(hand)}|{target}"
+        values = [card_value(c, rule) for c in hand]
+        if not buckets[0] <= _bucket(key) < buckets[1] or not solvable(values, target):
+            continue
         rng = random.Random(f"{key}:{seed}")
         cards = list(hand)
         rng.shuffle(cards)

@@ -94,8 +94,9 @@ class Game24Task:
             )
         return splits
 
-    def score(self, prompt: str, completion: str) -> dict[str, bool]:
-        verdict = game24.verify(prompt, completion)
+    def score(self, row: dict, completion: str) -> dict[str, bool]:
+        """`correct`: a valid solution; `well_formed`: parses and every step is legal under the rule."""
+        verdict = game24.verify(row["prompt"], completion)
         return {"correct": verdict.correct, "well_formed": verdict.well_formed}
 
     def max_new_tokens(self) -> int:

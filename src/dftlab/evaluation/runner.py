@@ -51,8 +51,8 @@ def evaluate(
             seed=seed,
         )
         records, correct, formed = [], [], 0
-        for prompt, outs in zip(prompts, completions):
-            scores = [task.score(prompt, c) for c in outs]
+        for row, prompt, outs in zip(rows, prompts, completions):
+            scores = [task.score(row, c) for c in outs]
             correct.append([s["correct"] for s in scores])
             formed += sum(s["well_formed"] for s in scores)
             records.append({"prompt": prompt, "completions": outs, "scores": scores})
