@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from functools import partial
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -97,6 +96,9 @@ class DataModule(L.LightningDataModule):
             self.datasets["train"] = self._encode("train", self.task.train())
             self.datasets["val"] = self._encode("val", self.task.val())
 
+    def collate_fn(self, items):
+        return collate(items, pad_id=self.tokenizer.pad_token_id)
+
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -108,7 +110,7 @@ class DataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_sampler=sampler,
-            collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id),
+            collate_fn=self.collate_fn,
             num_workers=self.num_workers,
         )
 
