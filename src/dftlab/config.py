@@ -55,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
     _require(e.reduction in ("token", "official"), "engine.reduction", e.reduction, "token | official")
     _require(e.reference in ("copy", "adapters", "dataset"), "engine.reference", e.reference, "copy | adapters | dataset")
     _require(e.chunk_mib > 0, "engine.chunk_mib", e.chunk_mib, "must be > 0")
+    _require(e.on_non_finite in ("stop", "skip"), "engine.on_non_finite", e.on_non_finite, "stop | skip")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -50,6 +50,19 @@ def wandb_mode(requested: str | None = None) -> str:
     return mode
 
 
+def run_id(save_dir: str) -> str:
+    """The run's W&B id, kept in its directory: a resumed run logs to the same W&B run."""
+    from wandb.util import generate_id
+
+    path = os.path.join(save_dir, "wandb_run_id")
+    if os.path.exists(path):
+        return open(path).read().strip()
+    new = generate_id()
+    with open(path, "w") as f:
+        f.write(new)
+    return new
+
+
 def wandb_logger(project: str, name: str, save_dir: str, group: str | None = None, tags=(), mode=None, **kwargs):
     from lightning.pytorch.loggers import WandbLogger
 
@@ -62,5 +75,7 @@ def wandb_logger(project: str, name: str, save_dir: str, group: str | None = Non
         tags=list(tags),
         save_dir=save_dir,
         mode=mode,
+        id=kwargs.pop("id", None) or run_id(save_dir),
+        resume="allow",
         **kwargs,
     )

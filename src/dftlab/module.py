@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -13,8 +16,15 @@ from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, TokenLoss
 from dftlab.models import load_causal_lm
 from dftlab.policy import CausalLMWithLoss
+from dftlab.rng import rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
 
 REDUCTIONS = ("token", "official")
+
+
+class NonFiniteError(RuntimeError):
+    pass
 
 
 class FineTuneModule(L.LightningModule):
@@ -35,8 +45,10 @@ class FineTuneModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.policy: CausalLMWithLoss | None = None
         self.val_sums = torch.nn.ModuleDict({k: SumMetric() for k in ("nll", "correct", "tokens")})
-        self._step_sums = torch.zeros(6, dtype=torch.float64)
+        self._step_sums: torch.Tensor | None = None  # this optimizer step's sums, on the device
+        self._step_rows: list[torch.Tensor] = []  # row ids of this step's micro-batches
         self._step_clock: float | None = None
+        self.skipped_steps = 0
 
     # --- model -----------------------------------------------------------------------------
 
@@ -66,13 +78,13 @@ class FineTuneModule(L.LightningModule):
             n_local = int((batch["labels"] != IGNORE_INDEX).sum())
             return max(n_local, 1) / accumulation
         # Lightning divides by the accumulation and DDP/FSDP average over ranks: undo both
-        return max(int(batch["step_tokens"]), 1) / (accumulation * self.trainer.world_size)
+        return max(batch["step_tokens"], 1) / (accumulation * self.trainer.world_size)
 
     def training_step(self, batch, batch_idx):
         normaliser = self._normaliser(batch)
         loss, stats = self.policy(batch, normaliser)
         logp = stats.logp.double()
-        self._step_sums += torch.stack(
+        sums = torch.stack(
             [
                 loss.detach().double() * normaliser,
                 -logp.sum(),
@@ -81,35 +93,80 @@ class FineTuneModule(L.LightningModule):
                 torch.tensor(float(logp.numel()), dtype=torch.float64, device=logp.device),
                 batch["attention_mask"].sum().double(),
             ]
-        ).cpu()
+        )
+        self._step_sums = sums if self._step_sums is None else self._step_sums + sums
+        self._step_rows.append(batch["row_ids"])
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        sums = self._step_sums.to(self.device)
+        """Log the step's metrics (one reduction across ranks), then guard against non-finite values."""
+        sums = self._step_sums
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        grad_norm = self._grad_norm()
         weighted, nll, correct, psum, n_targets, n_tokens = sums.tolist()
-        self._step_sums.zero_()
+        rows = torch.cat(self._step_rows).tolist() if self._step_rows else []
+        self._step_sums, self._step_rows = None, []
         now = time.perf_counter()
         elapsed = now - self._step_clock if self._step_clock is not None else math.nan
         self._step_clock = now
         n = max(n_targets, 1.0)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros(())
         metrics = {
             "train/loss": weighted / n,
             "train/ce": nll / n,
             "train/acc": correct / n,
             "train/p_mean": psum / n,
-            "train/grad_norm": float(grad_norm),
+            "train/grad_norm": grad_norm,
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/target_tokens": n_targets,
+            "train/skipped_steps": float(self.skipped_steps),
         }
-        if elapsed == elapsed:  # the first step has no previous clock
+        if elapsed == elapsed:  # no rate for the first step, nor after a validation pass
             metrics["train/tokens_per_s"] = n_tokens / elapsed
             metrics["train/target_tokens_per_s"] = n_targets / elapsed
+        if not (math.isfinite(weighted) and math.isfinite(grad_norm)):
+            self._non_finite(optimizer, weighted, grad_norm, rows)
+            metrics["train/skipped_steps"] = float(self.skipped_steps)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         self.log("ce", metrics["train/ce"], prog_bar=True, logger=False, on_step=True, batch_size=1)
+
+    def _grad_norm(self) -> float:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return 0.0
+        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+
+    def _non_finite(self, optimizer, loss: float, grad_norm: float, rows: list[int]) -> None:
+        """Save what went wrong; then stop the run, or skip the step (`engine.on_non_finite`)."""
+        step = self.trainer.global_step
+        report = {"step": step, "loss": loss, "grad_norm": grad_norm, "row_ids": rows, "rank": self.global_rank}
+        out = Path(self.trainer.default_root_dir) / "non_finite"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"step{step:06d}_rank{self.global_rank}.json"
+        path.write_text(json.dumps(report, indent=2))
+        if self.engine.get("on_non_finite", "stop") == "skip":
+            optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without gradients alone
+            self.skipped_steps += 1
+            log.warning("non-finite loss or gradient at step %d: step skipped (details in %s)", step, path)
+            return
+        raise NonFiniteError(
+            f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step}; the batch's row ids are in "
+            f"{path}. Resume from the last checkpoint, or set engine.on_non_finite=skip to skip such steps."
+        )
+
+    def on_validation_end(self) -> None:
+        self._step_clock = None
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["dftlab"] = {"rng": rng_state(), "skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        state = checkpoint.get("dftlab", {})
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        self.skipped_steps = state.get("skipped_steps", 0)
 
     # --- validation ------------------------------------------------------------------------
 

@@ -90,10 +90,11 @@ def run(cfg: DictConfig) -> dict:
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
     loss = module.loss
     out = Path(cfg.paths.output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    preempted = any(getattr(cb, "preempted", False) for cb in trainer.callbacks)
 
     export = out / "export"
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and not preempted:
         module.lm.save_pretrained(export, safe_serialization=True)
         tokenizer.save_pretrained(export)
     summary = {
@@ -101,10 +102,14 @@ def run(cfg: DictConfig) -> dict:
         "loss": repr(loss),
         "steps": trainer.global_step,
         "val_ce": _metric(trainer, "val/ce"),
-        "data_skipped": {k: dict(v) for k, v in datamodule.skipped.items()},
+        "data_skipped": datamodule.skipped,
     }
-    if trainer.is_global_zero and cfg.eval.enabled:
-        summary["eval"] = evaluate_run(cfg, datamodule.task, tokenizer, export, base_path, trainer.loggers)
+    if preempted:
+        summary["preempted"] = True
+        log.warning("stopped by a signal after step %d; resume with ckpt_path=last run_id=%s",
+                    trainer.global_step, out.name)
+    elif trainer.is_global_zero and cfg.eval.enabled and datamodule.task.eval_task is not None:
+        summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path, trainer.loggers)
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for lg in trainer.loggers:

@@ -35,5 +35,5 @@ def collate(items: list[tuple[int, Encoded | None, int]], pad_id: int) -> dict[s
         "labels": labels,
         "seq_ids": torch.arange(n).unsqueeze(1).expand(n, width).contiguous(),
         "row_ids": torch.tensor([i for i, _ in rows], dtype=torch.long),
-        "step_tokens": torch.tensor(items[0][2] if items else 0, dtype=torch.long),
+        "step_tokens": items[0][2] if items else 0,  # an int: reading it needs no device sync
     }

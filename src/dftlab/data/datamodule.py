@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from dftlab.data.collate import collate
 from dftlab.data.encode import Encoded, encode
 from dftlab.data.sampler import EMPTY, StepBatchSampler
+
+log = logging.getLogger(__name__)
 from dftlab.errors import ConfigError
 
 
@@ -28,6 +36,22 @@ class EncodedDataset:
         return i, (None if i == EMPTY else self.rows[i]), step_tokens
 
 
+class StepDataLoader(DataLoader):
+    """A DataLoader whose position inside the epoch goes into checkpoints (Lightning saves the state
+    of loaders that have `state_dict`), so that a resumed run continues with the next micro-batch."""
+
+    def __init__(self, *args, progress: Callable[[], tuple[int, int]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.progress()
+        return {"epoch": epoch, "micro_batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(state["epoch"], state["micro_batches_done"])
+
+
 class DataModule(L.LightningDataModule):
     """`batch_size` is the global batch of one optimizer step (all ranks, all micro-batches).
 
@@ -36,24 +60,31 @@ class DataModule(L.LightningDataModule):
     from the two and the number of ranks.
     """
 
+    TRUNCATION = ("keep", "drop")
+
     def __init__(
         self,
         task,
         batch_size: int = 32,
         micro_batch_size: int | None = None,
         max_length: int = 128,
+        truncation: str = "keep",
         num_workers: int = 0,
         seed: int = 0,
+        cache_dir: str | None = None,
         tokenizer=None,
     ):
         super().__init__()
+        if truncation not in self.TRUNCATION:
+            raise ConfigError(f"data.truncation={truncation!r}: choose keep (train on the kept part) or drop")
         self.task = task
         self.batch_size = batch_size
         self.micro_batch_size = micro_batch_size
-        self.max_length, self.num_workers, self.seed = max_length, num_workers, seed
+        self.max_length, self.truncation, self.num_workers, self.seed = max_length, truncation, num_workers, seed
+        self.cache_dir = cache_dir
         self.tokenizer = tokenizer
         self.datasets: dict[str, EncodedDataset] = {}
-        self.skipped: dict[str, Counter] = {}
+        self.skipped: dict[str, dict[str, int]] = {}
 
     def micro(self, world_size: int) -> int:
         """Rows per forward/backward pass; an impossible combination says which numbers to change."""
@@ -75,26 +106,61 @@ class DataModule(L.LightningDataModule):
         """Micro-batches per optimizer step on each rank."""
         return self.batch_size // world_size // self.micro(world_size)
 
-    def _encode(self, split: str, rows: list[dict[str, str]]) -> EncodedDataset:
-        kept, skipped = [], Counter()
+    def _encode(self, split: str, rows: list[dict[str, str]]) -> tuple[list[Encoded], dict[str, int]]:
+        kept, counts = [], Counter()
         for row in rows:
             e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template)
             if e is None:
-                skipped["truncated_away"] += 1
+                counts["truncated_away"] += 1
+            elif e.truncated:
+                counts["truncated_partly"] += 1  # reported in the run summary, whichever the policy
+                if self.truncation == "keep":
+                    kept.append(e)
             else:
-                skipped["truncated_partly"] += e.truncated
                 kept.append(e)
+        if counts:
+            log.warning("%s split: %s (max_length=%d, truncation=%s)", split, dict(counts), self.max_length, self.truncation)
         if not kept:
-            raise ConfigError(f"the {split} split of data.task is empty after tokenisation ({dict(skipped)})")
-        self.skipped[split] = skipped
-        return EncodedDataset(kept)
+            raise ConfigError(
+                f"the {split} split is empty after tokenisation ({dict(counts)}): raise data.max_length={self.max_length}"
+            )
+        return kept, dict(counts)
+
+    def _cache_path(self) -> Path | None:
+        fingerprint = getattr(self.task, "fingerprint", None)
+        if self.cache_dir is None or fingerprint is None:
+            return None
+        tok = self.tokenizer
+        spec = [fingerprint(), tok.name_or_path, len(tok), tok.pad_token_id, tok.eos_token_id,
+                getattr(tok, "chat_template", None), self.max_length, self.truncation]
+        return Path(self.cache_dir) / "tokenized" / f"{hashlib.sha1(repr(spec).encode()).hexdigest()[:16]}.pt"
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
             raise RuntimeError("DataModule.tokenizer must be set before setup()")
-        if "train" not in self.datasets:
-            self.datasets["train"] = self._encode("train", self.task.train())
-            self.datasets["val"] = self._encode("val", self.task.val())
+        if "train" in self.datasets:
+            return
+        cache = self._cache_path()
+        if cache is not None and cache.exists():
+            state = torch.load(cache, weights_only=True)
+            encoded = {split: [Encoded(*row) for row in rows] for split, rows in state["rows"].items()}
+            self.skipped = state["skipped"]
+        else:
+            encoded = {}
+            for split, rows in (("train", self.task.train()), ("val", self.task.val())):
+                encoded[split], self.skipped[split] = self._encode(split, rows)
+            if hasattr(self.task, "skipped"):
+                self.skipped["source"] = self.task.skipped()
+            if cache is not None:
+                self._save_cache(cache, encoded)
+        self.datasets = {split: EncodedDataset(rows) for split, rows in encoded.items()}
+
+    def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = {split: [(e.input_ids, e.prompt_len, e.truncated) for e in es] for split, es in encoded.items()}
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"rows": rows, "skipped": self.skipped}, tmp)
+        os.replace(tmp, path)  # other ranks may be writing the same file
 
     def collate_fn(self, items):
         return collate(items, pad_id=self.tokenizer.pad_token_id)
@@ -103,23 +169,32 @@ class DataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, split: str, global_batch: int, shuffle: bool) -> DataLoader:
+    def _sampler(self, split: str, global_batch: int, shuffle: bool) -> StepBatchSampler:
         rank, world = self._world()
         counts = [e.n_targets for e in self.datasets[split].rows]
-        sampler = StepBatchSampler(counts, global_batch, self.micro(world), rank, world, shuffle, self.seed)
-        return DataLoader(
-            self.datasets[split],
-            batch_sampler=sampler,
-            collate_fn=self.collate_fn,
-            num_workers=self.num_workers,
-        )
+        return StepBatchSampler(counts, global_batch, self.micro(world), rank, world, shuffle, self.seed)
+
+    def _progress(self) -> tuple[int, int]:
+        """(epoch, micro-batches of it already trained), read when a checkpoint is written."""
+        return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return StepDataLoader(
+            self.datasets["train"],
+            batch_sampler=self._sampler("train", self.batch_size, shuffle=True),
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            progress=self._progress,
+        )
 
     def val_dataloader(self) -> DataLoader:
         world = self._world()[1]
-        return self._loader("val", self.micro(world) * world, shuffle=False)
+        return DataLoader(
+            self.datasets["val"],
+            batch_sampler=self._sampler("val", self.micro(world) * world, shuffle=False),
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+        )
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.datasets["train"]) / self.batch_size)

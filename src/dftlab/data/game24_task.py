@@ -94,6 +94,11 @@ class Game24Task:
             )
         return splits
 
+    @property
+    def eval_task(self):
+        """What the end-of-run evaluation runs on: the game's own test splits."""
+        return self
+
     def score(self, row: dict, completion: str) -> dict[str, bool]:
         """`correct`: a valid solution; `well_formed`: parses and every step is legal under the rule."""
         verdict = game24.verify(row["prompt"], completion)

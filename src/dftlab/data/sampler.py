@@ -46,7 +46,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.seed = shuffle, seed
         self.epoch = 0
-        self.start = 0  # micro-batches of the current epoch already consumed (set when resuming)
+        self._resume: tuple[int, int] | None = None  # (epoch, micro-batches already trained)
 
     @property
     def accumulation(self) -> int:
@@ -54,6 +54,10 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, done: int) -> None:
+        """Skip the first `done` micro-batches of `epoch` (once), as a resumed run must."""
+        self._resume = (epoch, done)
 
     def steps(self, epoch: int) -> list[list[int]]:
         """The row indices of every optimizer step of `epoch`, all ranks together."""
@@ -84,5 +88,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self):
         batches = self.micro_batches(self.epoch)
-        start, self.start = self.start, 0
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+            self._resume = None
         yield from batches[start:]

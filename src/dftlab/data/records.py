@@ -1,0 +1,117 @@
+"""Reading prompt/response records from files or the Hugging Face hub, with bad rows counted.
+
+A bad row is skipped and counted by reason, and the first file:line of each reason is kept for
+the report. Nothing is dropped silently: the counts go into the run's log and summary, and a
+source whose bad fraction exceeds the configured limit is refused before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dftlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REASONS = ("malformed_json", "undecodable", "missing_field", "not_text", "empty_prompt", "empty_response")
+
+
+@dataclass
+class Records:
+    rows: list[dict[str, str]]
+    source: str
+    skipped: Counter = field(default_factory=Counter)
+    first_bad: dict[str, str] = field(default_factory=dict)  # reason -> "file:line"
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.first_bad.setdefault(reason, where)
+
+    def check(self, max_bad_fraction: float, key: str) -> None:
+        total = len(self.rows) + sum(self.skipped.values())
+        bad = sum(self.skipped.values())
+        if bad:
+            log.warning("%s: skipped %d of %d rows: %s (first at %s)", self.source, bad, total,
+                        dict(self.skipped), self.first_bad)
+        if not self.rows:
+            raise ConfigError(f"{self.source}: no usable rows (skipped: {dict(self.skipped) or 'none'})")
+        if total and bad / total > max_bad_fraction:
+            raise ConfigError(
+                f"{self.source}: {bad} of {total} rows are bad ({dict(self.skipped)}; first at {self.first_bad}), "
+                f"more than {key}={max_bad_fraction}: fix the data or raise {key}"
+            )
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> None:
+    out = {}
+    for role, column in columns.items():
+        if row.get(column) is None:
+            return records.skip("missing_field", where)
+        text = _text(row[column])
+        if text is None:
+            return records.skip("not_text", where)
+        if not text.strip():
+            return records.skip(f"empty_{role}", where)
+        out[role] = text
+    for extra in ("id", "ref_logp"):
+        if extra in row:
+            out[extra] = row[extra]
+    records.rows.append(out)
+
+
+def _check_columns(columns: dict[str, str], available: set[str], source: str, key: str) -> None:
+    for role, column in columns.items():
+        if column not in available:
+            raise ConfigError(
+                f"{key}.{role}={column!r} is not a column of {source}; its columns are: {', '.join(sorted(available))}"
+            )
+
+
+def read_jsonl(path: Path, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
+    """One JSON object per line; bad lines are counted with their line numbers."""
+    records = Records([], str(path))
+    seen_columns: set[str] = set()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if max_rows is not None and len(records.rows) >= max_rows:
+                break
+            where = f"{path}:{number}"
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                records.skip("undecodable", where)
+                continue
+            except json.JSONDecodeError:
+                records.skip("malformed_json", where)
+                continue
+            if not isinstance(row, dict):
+                records.skip("malformed_json", where)
+                continue
+            if not seen_columns:
+                seen_columns = set(row)
+                _check_columns(columns, seen_columns, str(path), key)
+            _take(records, row, columns, where)
+    return records
+
+
+def read_dataset(rows, source: str, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
+    """Rows of a `datasets.Dataset` (hub or Parquet), with the column names checked up front."""
+    available = set(getattr(rows, "column_names", None) or [])
+    if available:
+        _check_columns(columns, available, source, key)
+    records = Records([], source)
+    for i, row in enumerate(rows):
+        if max_rows is not None and len(records.rows) >= max_rows:
+            break
+        _take(records, row, columns, f"{source}[{i}]")
+    return records

@@ -1,0 +1,112 @@
+"""Prompt/response training data from a local file (JSONL, JSON, Parquet) or a hub dataset.
+
+    data.task.path: AI-MO/NuminaMath-CoT        # or ./data/train.jsonl, ./data/*.parquet
+    data.task.columns: {prompt: problem, response: solution}
+
+Evaluation at the end of the run is delegated to `eval_task` (for example the math benchmarks);
+without one, the run reports validation cross-entropy only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+from dftlab.data.records import Records, read_dataset, read_jsonl
+from dftlab.errors import ConfigError
+
+
+class TextTask:
+    name = "text"
+
+    def __init__(
+        self,
+        path: str,
+        columns: dict[str, str] | None = None,
+        split: str = "train",
+        subset: str | None = None,
+        revision: str | None = None,
+        max_rows: int | None = None,
+        val_size: int = 256,
+        chat_template: bool = True,
+        max_bad_fraction: float = 0.01,
+        eval_task=None,
+        seed: int = 0,
+    ):
+        self.path, self.split, self.subset, self.revision = str(path), split, subset, revision
+        self.columns = dict(columns or {"prompt": "prompt", "response": "response"})
+        if set(self.columns) != {"prompt", "response"}:
+            raise ConfigError(f"data.task.columns must map exactly prompt and response, got {sorted(self.columns)}")
+        if not 0 <= max_bad_fraction <= 1:
+            raise ConfigError(f"data.task.max_bad_fraction={max_bad_fraction} must be in [0, 1]")
+        self.max_rows, self.val_size, self.seed = max_rows, val_size, seed
+        self.chat_template, self.max_bad_fraction = chat_template, max_bad_fraction
+        self.eval_task = eval_task  # what the end-of-run evaluation runs on (None: none)
+        self._records: Records | None = None
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _local(self) -> Path | None:
+        p = Path(self.path).expanduser()
+        if p.exists():
+            return p
+        if self.path.startswith((".", "/", "~")) or self.path.endswith((".jsonl", ".json", ".parquet")):
+            raise ConfigError(f"data.task.path={self.path!r}: no such file or directory")
+        return None
+
+    def _read(self) -> Records:
+        local, key = self._local(), "data.task.columns"
+        # the validation rows come out of the same read, so read a little more than max_rows
+        limit = None if self.max_rows is None else self.max_rows + self.val_size
+        if local is not None and local.suffix == ".jsonl":
+            return read_jsonl(local, self.columns, key, limit)
+        import datasets
+
+        if local is not None:
+            kind = {".parquet": "parquet", ".json": "json"}.get(local.suffix)
+            if kind is None and local.is_dir():
+                rows = datasets.load_from_disk(str(local))
+                rows = rows[self.split] if isinstance(rows, datasets.DatasetDict) else rows
+            elif kind is None:
+                raise ConfigError(f"data.task.path={self.path!r}: use a .jsonl, .json or .parquet file or a dataset folder")
+            else:
+                rows = datasets.load_dataset(kind, data_files=str(local), split="train")
+        else:
+            rows = datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision)
+        return read_dataset(rows, self.path, self.columns, key, limit)
+
+    @property
+    def records(self) -> Records:
+        if self._records is None:
+            self._records = self._read()
+            self._records.check(self.max_bad_fraction, "data.task.max_bad_fraction")
+            if len(self._records.rows) <= self.val_size:
+                raise ConfigError(
+                    f"{self.path}: {len(self._records.rows)} usable rows, not more than data.task.val_size={self.val_size}"
+                )
+        return self._records
+
+    def _split_rows(self) -> tuple[list[dict], list[dict]]:
+        rows = list(self.records.rows)
+        held_out = set(random.Random(f"val:{self.seed}").sample(range(len(rows)), self.val_size))
+        train = [r for i, r in enumerate(rows) if i not in held_out][: self.max_rows]
+        return train, [r for i, r in enumerate(rows) if i in held_out]
+
+    def train(self) -> list[dict]:
+        return self._split_rows()[0]
+
+    def val(self) -> list[dict]:
+        return self._split_rows()[1]
+
+    def skipped(self) -> dict[str, int]:
+        return dict(self.records.skipped)
+
+    def fingerprint(self) -> str:
+        """What the tokenised cache depends on: the source (and its file's size and time), the columns."""
+        local = self._local()
+        stamp = f"{local.stat().st_size}:{local.stat().st_mtime_ns}" if local and local.is_file() else self.revision
+        spec = [self.path, stamp, self.split, self.subset, self.columns, self.max_rows, self.val_size, self.seed,
+                self.chat_template, self.max_bad_fraction]
+        return hashlib.sha1(repr(spec).encode()).hexdigest()[:16]
+
