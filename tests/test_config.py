@@ -5,7 +5,6 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError
 
 from dftlab.config import CONFIG_DIR, compose_config, validate
 from dftlab.errors import ConfigError, build

@@ -25,8 +25,6 @@ def test_one_fast_run_per_loss(run_dir, loss):
 
 
 def test_end_to_end_checkpoint_export_and_resume(run_dir, tmp_path):
-    from dftlab.module import FineTuneModule
-
     summary = run(fast_cfg(run_dir, "loss=dft", "trainer.max_steps=3"))
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
