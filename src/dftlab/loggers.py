@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
 import socket
 from urllib.parse import urlparse
 
@@ -52,12 +53,10 @@ def wandb_mode(requested: str | None = None) -> str:
 
 def run_id(save_dir: str) -> str:
     """The run's W&B id, kept in its directory: a resumed run logs to the same W&B run."""
-    from wandb.util import generate_id
-
     path = os.path.join(save_dir, "wandb_run_id")
     if os.path.exists(path):
         return open(path).read().strip()
-    new = generate_id()
+    new = secrets.token_hex(4)  # W&B ids are short lower-case strings
     with open(path, "w") as f:
         f.write(new)
     return new

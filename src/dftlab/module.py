@@ -138,7 +138,7 @@ class FineTuneModule(L.LightningModule):
 
     def _non_finite(self, optimizer, loss: float, grad_norm: float, rows: list[int]) -> None:
         """Save what went wrong; then stop the run, or skip the step (`engine.on_non_finite`)."""
-        step = self.trainer.global_step
+        step = self.trainer.global_step + 1  # the optimizer step being taken, counted from 1
         report = {"step": step, "loss": loss, "grad_norm": grad_norm, "row_ids": rows, "rank": self.global_rank}
         out = Path(self.trainer.default_root_dir) / "non_finite"
         out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from dftlab.base import EMBEDDED_BASE, ensure_base
+from dftlab.callbacks.preemption import Preempted
 from dftlab.config import validate
 from dftlab.errors import build
 from dftlab.evaluation.report import evaluate_run
@@ -90,8 +91,11 @@ def run(cfg: DictConfig) -> dict:
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
     loss = module.loss
     out = Path(cfg.paths.output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-    preempted = any(getattr(cb, "preempted", False) for cb in trainer.callbacks)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        preempted = False
+    except Preempted:
+        preempted = True
 
     export = out / "export"
     if trainer.is_global_zero and not preempted:

@@ -18,12 +18,16 @@ import torch
 log = logging.getLogger(__name__)
 
 
+class Preempted(SystemExit):
+    """Raised after the checkpoint is saved: it ends `fit` at once, before anything else (end-of-epoch
+    validation, other checkpoints) runs and marks the interrupted epoch as finished."""
+
+
 class Preemption(L.Callback):
     def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1"), requeue: bool = False):
         self.signals = [getattr(signal, name) for name in signals]
         self.requeue = requeue
         self.requested = False
-        self.preempted = False
         self._previous: dict[int, object] = {}
         self._last_step = -1
 
@@ -48,12 +52,11 @@ class Preemption(L.Callback):
         if not requested:
             return
         path = os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # everything: optimizer, loops, data position
         log.warning("preempted at step %d: checkpoint saved to %s", trainer.global_step, path)
-        self.preempted = True
-        trainer.should_stop = True
         if self.requeue and trainer.is_global_zero and os.environ.get("SLURM_JOB_ID"):
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+        raise Preempted(0)
 
     def teardown(self, trainer, pl_module, stage) -> None:
         for sig, handler in self._previous.items():

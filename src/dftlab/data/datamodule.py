@@ -44,6 +44,11 @@ class StepDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self.progress = progress
 
+    def __iter__(self):
+        # Lightning sets the epoch on `sampler` and `batch_sampler.sampler` only, not on a batch sampler
+        self.batch_sampler.set_epoch(self.progress()[0])
+        return super().__iter__()
+
     def state_dict(self) -> dict[str, int]:
         epoch, done = self.progress()
         return {"epoch": epoch, "micro_batches_done": done}
