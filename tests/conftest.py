@@ -54,6 +54,7 @@ FAST = [
     "data.batch_size=16",
     "trainer.max_steps=2",
     "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
     "eval.batch_size=64",
 ]
 

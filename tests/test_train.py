@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from dftlab.reporting.runs import load_run
 from dftlab.run import run
 from tests.conftest import fast_cfg
 
@@ -18,14 +19,13 @@ def test_one_fast_run_per_loss(run_dir, loss):
     assert set(summary["eval"]["finetuned"]) == {
         "test_id", "test_ood_rule_all5", "test_ood_rule_all7", "test_ood_rule_faces11_13", "test_ood_cards"
     }
-    metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
-    header = metrics[0].split(",")
+    header = set().union(*(row.keys() for row in load_run(run_dir).metrics()))
     for key in ("train/loss", "train/ce", "train/acc", "train/p_mean", "train/lr", "train/tokens_per_s", "val/ce", "val/acc"):
         assert key in header, key
 
 
 def test_end_to_end_checkpoint_export_and_resume(run_dir, tmp_path):
-    summary = run(fast_cfg(run_dir, "loss=dft", "trainer.max_steps=3"))
+    summary = run(fast_cfg(run_dir, "loss=dft", "trainer.max_steps=3", "trainer.max_epochs=-1"))
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     assert (run_dir / ".." / "run" / "summary.json").exists() and json.loads((run_dir / "summary.json").read_text())
@@ -39,7 +39,8 @@ def test_end_to_end_checkpoint_export_and_resume(run_dir, tmp_path):
     # the greedy accuracy was computed from the export
     assert summary["eval"]["finetuned"]["test_id"]["n"] == 4
     # resume: two more steps from the checkpoint
-    resumed = run(fast_cfg(tmp_path / "resumed", "loss=dft", "trainer.max_steps=5", f"ckpt_path={ckpt}"))
+    resumed = run(fast_cfg(tmp_path / "resumed", "loss=dft", "trainer.max_steps=5", "trainer.max_epochs=-1",
+                           f"ckpt_path={ckpt}"))
     assert resumed["steps"] == 5
 
 

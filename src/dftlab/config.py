@@ -53,7 +53,8 @@ def validate(cfg: DictConfig) -> None:
     e = cfg.engine
     _require(e.path in ("auto", "chunked", "naive"), "engine.path", e.path, "auto | chunked | naive")
     _require(e.reduction in ("token", "official"), "engine.reduction", e.reduction, "token | official")
-    _require(e.reference in ("copy", "adapters", "dataset"), "engine.reference", e.reference, "copy | adapters | dataset")
+    _require(e.reference in ("auto", "copy", "adapters", "dataset"), "engine.reference", e.reference,
+             "auto | copy | adapters | dataset")
     _require(e.chunk_mib > 0, "engine.chunk_mib", e.chunk_mib, "must be > 0")
     _require(e.on_non_finite in ("stop", "skip"), "engine.on_non_finite", e.on_non_finite, "stop | skip")
 

@@ -71,7 +71,31 @@ def load_causal_lm(cfg, tokenizer: PreTrainedTokenizerBase | None = None) -> tor
     if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
+    lora = cfg.get("lora") or {}
+    if lora.get("r"):
+        model = apply_lora(model, lora)
     return model.train()
+
+
+def apply_lora(model: torch.nn.Module, lora) -> torch.nn.Module:
+    """LoRA adapters (peft) on the linear layers; the output layer and embeddings stay frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    if lora.r < 0 or lora.alpha <= 0:
+        raise ConfigError(f"model.lora: r={lora.r} and alpha={lora.alpha} must be positive (r=0 turns LoRA off)")
+    targets = lora.get("target_modules", "all-linear")
+    config = LoraConfig(
+        r=int(lora.r),
+        lora_alpha=float(lora.alpha),
+        lora_dropout=float(lora.get("dropout", 0.0)),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def is_lora(model: torch.nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "merge_and_unload")
 
 
 def n_params(model: torch.nn.Module) -> int:

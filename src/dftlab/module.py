@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -14,9 +15,10 @@ from torchmetrics import SumMetric
 
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, TokenLoss
-from dftlab.models import load_causal_lm
+from dftlab.models import is_lora, load_causal_lm
 from dftlab.policy import CausalLMWithLoss
 from dftlab.rng import rng_state, set_rng_state
+from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class FineTuneModule(L.LightningModule):
         self._step_rows: list[torch.Tensor] = []  # row ids of this step's micro-batches
         self._step_clock: float | None = None
         self.skipped_steps = 0
+        self.validated_at = -1  # the step of the latest validation
 
     # --- model -----------------------------------------------------------------------------
 
@@ -59,15 +62,41 @@ class FineTuneModule(L.LightningModule):
         self.policy = CausalLMWithLoss(
             lm,
             self.loss,
-            reference=self.engine.get("reference", "copy"),
+            reference=self.engine.get("reference", "auto"),
             path=self.engine.get("path", "auto"),
             chunk_mib=self.engine.get("chunk_mib", 64),
             auto_mib=self.engine.get("auto_mib", 256),
         )
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDP2Strategy):
+            strategy.parallelize(self.policy, self.policy.lm)
+            if self.policy.reference is not None:  # sharded the same way, as its own root
+                strategy.parallelize(self.policy.reference, self.policy.reference)
 
     @property
     def lm(self) -> torch.nn.Module:
         return self.policy.lm
+
+    def export(self, path: Path, tokenizer) -> None:
+        """The trained model in Hugging Face format (safetensors), LoRA merged, consolidated from shards.
+
+        Every rank must call it (gathering sharded parameters is collective); rank 0 writes.
+        """
+        lm = self.policy.lm
+        state = None
+        if isinstance(self.trainer.strategy, FSDP2Strategy):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(lm, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.trainer.is_global_zero:
+            return
+        if state is not None:  # a plain copy on the CPU to hold the gathered weights
+            lm = load_causal_lm(self.model_cfg, self.tokenizer).to(torch.float32)
+            lm.load_state_dict(state)
+        if is_lora(lm):
+            lm = copy.deepcopy(lm).merge_and_unload() if state is None else lm.merge_and_unload()
+        lm.save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
 
     # --- training --------------------------------------------------------------------------
 
@@ -154,8 +183,12 @@ class FineTuneModule(L.LightningModule):
             f"{path}. Resume from the last checkpoint, or set engine.on_non_finite=skip to skip such steps."
         )
 
-    def on_validation_end(self) -> None:
+    def reset_step_clock(self) -> None:
+        """Leave the time since the last step out of the next tokens/s (an evaluation ran in between)."""
         self._step_clock = None
+
+    def on_validation_end(self) -> None:
+        self.reset_step_clock()
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -177,6 +210,7 @@ class FineTuneModule(L.LightningModule):
         self.val_sums["tokens"].update(torch.tensor(float(stats.logp.numel()), dtype=torch.float64))
 
     def on_validation_epoch_end(self) -> None:
+        self.validated_at = self.global_step
         n = self.val_sums["tokens"].compute().clamp(min=1)
         self.log("val/ce", self.val_sums["nll"].compute() / n, prog_bar=True, sync_dist=False)
         self.log("val/acc", self.val_sums["correct"].compute() / n, sync_dist=False)

@@ -15,6 +15,7 @@ from torch import nn
 
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, TokenContext, TokenLoss
+from dftlab.models import is_lora
 from dftlab.token_loss import Head, TokenStats, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
 
 class CausalLMWithLoss(nn.Module):
     """`reference`: "copy" (a frozen copy of the initial weights), "adapters" (the same model with
-    its LoRA adapters disabled), "dataset" (reference log-probs given in the batch) or None."""
+    its LoRA adapters disabled: no second copy), "dataset" (reference log-probs given in the batch),
+    or "auto": adapters for a LoRA model, else copy."""
 
     def __init__(
         self,
@@ -79,9 +81,13 @@ class CausalLMWithLoss(nn.Module):
                     raise ConfigError(f"engine.path=chunked cannot serve this model: {why}; use engine.path=naive")
                 log.warning("chunked loss disabled: %s; using the naive path", why)
                 self.path = "naive"
+        if reference == "auto":
+            reference = "adapters" if is_lora(lm) else "copy"
         self.reference_mode = reference if loss.needs_reference else None
         if self.reference_mode not in (None, "copy", "adapters", "dataset"):
-            raise ConfigError(f"reference={reference!r}: choose copy, adapters or dataset")
+            raise ConfigError(f"engine.reference={reference!r}: choose auto, copy, adapters or dataset")
+        if self.reference_mode == "adapters" and not is_lora(lm):
+            raise ConfigError("engine.reference=adapters needs a LoRA model (model.lora.r > 0)")
         if self.reference_mode == "dataset" and loss.kl_coef:
             raise ConfigError(f"loss {loss.name} needs the reference's full distribution, not dataset log-probs")
         # A frozen copy is kept out of the registered submodules: it is not trained, not

@@ -91,6 +91,9 @@ def run(cfg: DictConfig) -> dict:
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
     loss = module.loss
     out = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:  # the resolved config: every value as this run used it
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         preempted = False
@@ -98,9 +101,10 @@ def run(cfg: DictConfig) -> dict:
         preempted = True
 
     export = out / "export"
-    if trainer.is_global_zero and not preempted:
-        module.lm.save_pretrained(export, safe_serialization=True)
-        tokenizer.save_pretrained(export)
+    if not preempted:
+        if module.validated_at != trainer.global_step and trainer.limit_val_batches:
+            trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation CE
+        module.export(export, tokenizer)
     summary = {
         "run_dir": str(out),
         "loss": repr(loss),

@@ -138,34 +138,46 @@ class _ChunkedTokenLoss(torch.autograd.Function):
             e = min(n, s + chunk_rows)
             h, t = hidden[s:e], targets[s:e]
             rows = torch.arange(e - s, device=dev)
+            # One [chunk, V] buffer is reused in place: logits -> shifted -> exp -> p -> gradient.
             logits = _logits_fp32(h, head)
-            lse = logits.logsumexp(-1, keepdim=True)
-            logits.sub_(lse)  # now log-probabilities over the vocabulary
-            logp = logits[rows, t]
+            z_t = logits[rows, t]
+            if g_all is None:
+                correct[s:e] = logits.argmax(-1) == t
+            logits.sub_(logits.amax(-1, keepdim=True))
+            shift = z_t - logits[rows, t]  # the row maxima
+            cross_ref = None
+            if loss.kl_coef:
+                ref_lp = _logits_fp32(ref_hidden[s:e], ref_head).log_softmax(-1)
+                ref_p = ref_lp.exp()
+                neg_entropy_ref = (ref_p * ref_lp).sum(-1)
+                del ref_lp
+                cross_ref = (ref_p * logits).sum(-1)  # sum_v p_ref (z - max)
+            log_sum = logits.exp_().sum(-1).log()
+            logp = z_t - shift - log_sum
             if g_all is None:
                 logp_all[s:e] = logp
-                correct[s:e] = logits.argmax(-1) == t
                 g, part = _member_grad(loss, logp, ctx.slice(s, e), normaliser)
                 total += part
             else:
                 g = g_all[s:e]
-            ref_p = None
-            if loss.kl_coef:
-                ref_lp = _logits_fp32(ref_hidden[s:e], ref_head).log_softmax(-1)
-                total += kl_scale * _kl_ref(ref_lp, logits).sum()
-                ref_p = ref_lp.exp_()
+            if cross_ref is not None:  # KL(p_ref || p) = sum p_ref log p_ref - sum p_ref ((z - max) - log_sum)
+                total += kl_scale * (neg_entropy_ref - cross_ref + log_sum).sum()
             if not (need_h or need_w or need_b):
                 continue
             # d/dlogits of g*logp + kl_scale*KL = g*(onehot - p) + kl_scale*(p - p_ref)
-            grad = logits.exp_().mul_((kl_scale - g)[:, None])
-            if ref_p is not None:
+            grad = logits.div_(log_sum.exp()[:, None]).mul_((kl_scale - g)[:, None])
+            if cross_ref is not None:
                 grad.sub_(ref_p, alpha=kl_scale)
+                del ref_p
             grad[rows, t] += g
             grad_lowp = grad.to(weight.dtype)
             if need_h:
                 grad_h[s:e] = grad_lowp @ weight
             if need_w:
-                grad_w += _mm_fp32(grad_lowp.t(), h)
+                if grad_w.dtype == grad_lowp.dtype == h.dtype:
+                    grad_w.addmm_(grad_lowp.t(), h)
+                else:
+                    grad_w += _mm_fp32(grad_lowp.t(), h)
             if need_b:
                 grad_b += grad.sum(0)
         autograd_ctx.grads = (grad_h, grad_w, grad_b)

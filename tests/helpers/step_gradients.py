@@ -37,7 +37,7 @@ def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "to
         "data.batch_size=4",
         f"data.micro_batch_size={micro}",
         "trainer.max_steps=1",
-        "trainer.limit_val_batches=0",
+        "+trainer.limit_val_batches=0",
         f"engine.reduction={reduction}",
         f"engine.path={path}",
         "optim.grad_clip=null",

@@ -15,6 +15,8 @@ from dftlab.evaluation.runner import SplitResult, evaluate
 
 log = logging.getLogger(__name__)
 
+HEADLINE = "test/mean_acc"
+
 
 def _load(path, trust_remote_code: bool = False):
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,10 +69,12 @@ def evaluate_run(cfg, task, tokenizer, export: Path, base_path, loggers) -> dict
     metrics = {f"{k}/acc": v["acc"] for k, v in tuned.items()}
     metrics.update({f"{k}/well_formed": v["well_formed"] for k, v in tuned.items()})
     metrics.update({f"base/{k}/acc": v["acc"] for k, v in base.items()})
+    if tuned:  # the headline number: greedy accuracy averaged over the test splits
+        metrics[HEADLINE] = sum(v["acc"] for v in tuned.values()) / len(tuned)
     for lg in loggers:
         lg.log_metrics(metrics, step=None)
     print(format_table(tuned, base, cfg.run_name))
-    return {"finetuned": tuned, "base": base}
+    return {"finetuned": tuned, "base": base, HEADLINE: metrics.get(HEADLINE)}
 
 
 def _cell(r: dict | None) -> str:

@@ -50,9 +50,15 @@ def evaluate(
             batch_size=batch_size,
             seed=seed,
         )
+        flat_rows = [row for row, outs in zip(rows, completions) for _ in outs]
+        flat = [c for outs in completions for c in outs]
+        if hasattr(task, "score_many"):  # checks some answers in parallel
+            flat_scores = task.score_many(flat_rows, flat)
+        else:
+            flat_scores = [task.score(row, c) for row, c in zip(flat_rows, flat)]
         records, correct, formed = [], [], 0
-        for row, prompt, outs in zip(rows, prompts, completions):
-            scores = [task.score(row, c) for c in outs]
+        for i, (prompt, outs) in enumerate(zip(prompts, completions)):
+            scores = flat_scores[i * n_samples : (i + 1) * n_samples]
             correct.append([s["correct"] for s in scores])
             formed += sum(s["well_formed"] for s in scores)
             records.append({"prompt": prompt, "completions": outs, "scores": scores})

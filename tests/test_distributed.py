@@ -1,0 +1,63 @@
+"""Two processes on CPU (gloo): DDP and FSDP2 fit, save, resume, export; chunked == naive under FSDP2."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from dftlab.reporting.runs import load_run
+from tests.conftest import FAST, ROOT
+
+pytestmark = pytest.mark.slow
+
+STRATEGIES = {
+    "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+    "fsdp": ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy.param_dtype=null"],
+}
+COMMON = [*FAST, "loss=dft", "data.batch_size=8", "data.micro_batch_size=2", "trainer.max_steps=6",
+          "trainer.max_epochs=-1", "trainer.log_every_n_steps=1", "eval.enabled=false", "~callbacks.token_histograms"]
+
+
+def train(run_dir, *overrides, cache):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, "train.py", *COMMON, f"hydra.run.dir={run_dir}", *overrides],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return load_run(run_dir)
+
+
+def losses(run):
+    return {step: value for step, value in run.history("train/loss")}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_fit_save_resume_export(tmp_path, strategy):
+    args = STRATEGIES[strategy]
+    full = train(tmp_path / "full", *args, cache=tmp_path / "cache")
+    stop = "+callbacks.stop._target_=tests.helpers.stop_at.StopAt"
+    cut = train(tmp_path / "cut", *args, stop, "+callbacks.stop.step=3", cache=tmp_path / "cache")
+    assert cut.summary["preempted"] and cut.summary["steps"] == 3
+    resumed = train(tmp_path / "cut", *args, "ckpt_path=last", cache=tmp_path / "cache")
+    assert resumed.summary["steps"] == 6
+    expected, got = losses(full), losses(resumed)
+    assert sorted(got) == list(range(6))  # logged at steps 0..5: the first run's 0..2, then 3..5
+    for step in range(3, 6):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+    # the export is one consolidated Hugging Face model, equal in both runs
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "export").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "cut" / "export").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_chunked_equals_naive_under_fsdp(tmp_path):
+    runs = {path: train(tmp_path / path, *STRATEGIES["fsdp"], f"engine.path={path}", "trainer.max_steps=2",
+                        cache=tmp_path / "cache") for path in ("naive", "chunked")}
+    for key in ("train/loss", "train/ce", "train/grad_norm"):
+        naive, chunked = dict(runs["naive"].history(key)), dict(runs["chunked"].history(key))
+        assert naive.keys() == chunked.keys() == {0, 1}
+        for step in naive:
+            assert chunked[step] == pytest.approx(naive[step], rel=1e-5), (key, step)
