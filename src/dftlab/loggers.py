@@ -74,7 +74,8 @@ def wandb_logger(project: str, name: str, save_dir: str, group: str | None = Non
         tags=list(tags),
         save_dir=save_dir,
         mode=mode,
-        id=kwargs.pop("id", None) or run_id(save_dir),
+        # a sweep agent names the run itself (WANDB_RUN_ID); otherwise the id kept in the run directory
+        id=kwargs.pop("id", None) or os.environ.get("WANDB_RUN_ID") or run_id(save_dir),
         resume="allow",
         **kwargs,
     )
