@@ -96,7 +96,7 @@ def _batch(vocab, rows=3, width=9, seed=0):
         start, end = 2 + r, width - r  # different prompt and response lengths per row
         labels[r, start - 1 : end - 1] = ids[r, start:end]
     seq = torch.arange(rows)[:, None].expand(rows, width).contiguous()
-    return {"input_ids": ids, "labels": labels, "seq_ids": seq, "attention_mask": torch.ones_like(ids)}
+    return {"input_ids": ids, "labels": labels, "seq_ids": seq, "attention_mask": torch.ones_like(ids), "n_seqs": rows}
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2"])

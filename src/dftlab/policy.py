@@ -28,6 +28,13 @@ def output_head(lm: nn.Module) -> Head:
     return Head(layer.weight, getattr(layer, "bias", None))
 
 
+def _agree(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> tuple[bool, float]:
+    """Whether two fp32 logit tensors agree to the precision the model computes in."""
+    err = (got - expected).abs().max().item()
+    rel = 1e-4 if dtype in (torch.float32, torch.float64) else 2e-2
+    return err <= rel * (1 + expected.abs().max().item()), err
+
+
 @torch.no_grad()
 def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
     """Whether `hidden @ W.T + b` equals the model's own logits (no soft-capping or scaling)."""
@@ -36,18 +43,32 @@ def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
     try:
         device = lm.get_output_embeddings().weight.device
         ids = torch.arange(8, device=device).remainder(lm.config.vocab_size)[None]
-        expected = lm(input_ids=ids).logits.float()
-        hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
+        expected = lm(input_ids=ids, use_cache=False).logits.float()
+        hidden = lm.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
         got = (hidden @ output_head(lm).weight.t()).float()
         head = output_head(lm)
         if head.bias is not None:
             got = got + head.bias.float()
-        err = (got - expected).abs().max().item()
-        tol = 1e-4 * (1 + expected.abs().max().item()) if expected.dtype == torch.float32 else 0
-        if hidden.dtype != torch.float32:
-            tol = 2e-2 * (1 + expected.abs().max().item())
-        ok = err <= tol
+        ok, err = _agree(got, expected, hidden.dtype)
         return ok, "" if ok else f"hidden @ W.T differs from the model's logits by {err:.3g} (logit scaling or soft-capping)"
+    finally:
+        lm.train(was_training)
+
+
+@torch.no_grad()
+def packing_isolates_sequences(lm: nn.Module) -> tuple[bool, str]:
+    """Whether two sequences packed in one row (positions restarting) give the logits they give alone."""
+    was_training = lm.training
+    lm.eval()
+    try:
+        device = lm.get_output_embeddings().weight.device
+        ids = (torch.arange(11, device=device) * 7 + 3).remainder(lm.config.vocab_size)
+        a, b = ids[:5], ids[5:]
+        alone = torch.cat([lm(input_ids=x[None], use_cache=False).logits[0] for x in (a, b)]).float()
+        positions = torch.cat([torch.arange(5), torch.arange(6)]).to(device)
+        packed = lm(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
+        ok, err = _agree(packed, alone, next(lm.parameters()).dtype)
+        return ok, "" if ok else f"packed sequences attend to each other (logits differ by {err:.3g})"
     finally:
         lm.train(was_training)
 
@@ -93,6 +114,7 @@ class CausalLMWithLoss(nn.Module):
         # A frozen copy is kept out of the registered submodules: it is not trained, not
         # checkpointed and not in the optimizer. `_apply` still moves and casts it.
         self._reference = [self._frozen_copy(lm)] if self.reference_mode == "copy" else []
+        self._packing_checked = False
 
     @staticmethod
     def _frozen_copy(lm: nn.Module) -> nn.Module:
@@ -127,11 +149,12 @@ class CausalLMWithLoss(nn.Module):
         labels = batch["labels"]
         mask = labels != IGNORE_INDEX
         targets = labels[mask]
-        ctx = TokenContext(batch["seq_ids"][mask], batch["seq_ids"].numel())
+        ctx = TokenContext(batch["seq_ids"][mask], batch["n_seqs"])
         # Rows are right-padded: with causal attention no real token attends to padding, so no
         # attention mask is needed, and the attention can take its plain causal fast path.
-        inputs = {"input_ids": batch["input_ids"]}
+        inputs = {"input_ids": batch["input_ids"], "use_cache": False}  # a cache also disables packing
         if "position_ids" in batch:
+            self._check_packing()
             inputs["position_ids"] = batch["position_ids"]
         if self.reference_mode == "dataset":
             ctx.ref_logp = batch["ref_logp"][mask].float()
@@ -154,12 +177,19 @@ class CausalLMWithLoss(nn.Module):
                 ctx.ref_logp = ref_logits.float().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
         return naive_token_loss(logits, targets, self.loss, ctx, normaliser, ref_logits)
 
+    def _check_packing(self) -> None:
+        if not self._packing_checked:
+            ok, why = packing_isolates_sequences(self.lm)
+            if not ok:
+                raise ConfigError(f"data.packing cannot be used with this model: {why}; set data.packing=false")
+            self._packing_checked = True
+
     @torch.no_grad()
     def token_stats(self, batch: dict[str, torch.Tensor], entropy: bool = False):
         """(TokenStats, entropy or None) of the target tokens, without a loss or a reference."""
         mask = batch["labels"] != IGNORE_INDEX
         targets = batch["labels"][mask]
-        inputs = {"input_ids": batch["input_ids"]}
+        inputs = {"input_ids": batch["input_ids"], "use_cache": False}
         if "position_ids" in batch:
             inputs["position_ids"] = batch["position_ids"]
         if self.use_chunked(mask.numel()):

@@ -28,6 +28,7 @@ class Preemption(L.Callback):
         self.signals = [getattr(signal, name) for name in signals]
         self.requeue = requeue
         self.requested = False
+        self.saved = False
         self._previous: dict[int, object] = {}
         self._last_step = -1
 
@@ -42,6 +43,8 @@ class Preemption(L.Callback):
             self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Saved where Lightning's own checkpoints are (its restart logic assumes it), stopped when the
+        # next batch starts: in between, Lightning logs the finished step.
         if trainer.global_step == self._last_step:
             return  # in the middle of an optimizer step: its micro-batches are not all done
         self._last_step = trainer.global_step
@@ -56,7 +59,11 @@ class Preemption(L.Callback):
         log.warning("preempted at step %d: checkpoint saved to %s", trainer.global_step, path)
         if self.requeue and trainer.is_global_zero and os.environ.get("SLURM_JOB_ID"):
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
-        raise Preempted(0)
+        self.saved = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.saved:  # this batch is not trained: the resumed run reads it again
+            raise Preempted(0)
 
     def teardown(self, trainer, pl_module, stage) -> None:
         for sig, handler in self._previous.items():

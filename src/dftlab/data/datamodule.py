@@ -74,6 +74,8 @@ class DataModule(L.LightningDataModule):
         micro_batch_size: int | None = None,
         max_length: int = 128,
         truncation: str = "keep",
+        packing: bool = False,
+        pack_length: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
@@ -87,6 +89,10 @@ class DataModule(L.LightningDataModule):
         self.micro_batch_size = micro_batch_size
         self.max_length, self.truncation, self.num_workers, self.seed = max_length, truncation, num_workers, seed
         self.cache_dir = cache_dir
+        # padding-free rows of at most pack_length tokens (bounded: attention grows with its square)
+        self.pack_length = (pack_length or max_length) if packing else None
+        if self.pack_length is not None and self.pack_length < max_length:
+            raise ConfigError(f"data.pack_length={pack_length} must be at least data.max_length={max_length}")
         self.tokenizer = tokenizer
         self.datasets: dict[str, EncodedDataset] = {}
         self.skipped: dict[str, dict[str, int]] = {}
@@ -168,7 +174,7 @@ class DataModule(L.LightningDataModule):
         os.replace(tmp, path)  # other ranks may be writing the same file
 
     def collate_fn(self, items):
-        return collate(items, pad_id=self.tokenizer.pad_token_id)
+        return collate(items, pad_id=self.tokenizer.pad_token_id, pack_length=self.pack_length)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
