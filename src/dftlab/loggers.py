@@ -9,6 +9,10 @@ import secrets
 import socket
 from urllib.parse import urlparse
 
+from omegaconf import DictConfig, OmegaConf
+
+from dftlab.errors import build
+
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
@@ -62,7 +66,32 @@ def run_id(save_dir: str) -> str:
     return new
 
 
-def wandb_logger(project: str, name: str, save_dir: str, group: str | None = None, tags=(), mode=None, **kwargs):
+def flat_config(cfg: DictConfig) -> dict:
+    """The resolved config with dotted keys (`optim.lr`): the keys a W&B sweep's parameters have."""
+    flat = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def build_logger(node: DictConfig, cfg: DictConfig):
+    """A logger from its config; W&B also gets the run's resolved config, so that its runs table and
+    `wandb.Api()` show every setting (under a sweep the sweep's own values take precedence)."""
+    if node.get("_target_") == f"{__name__}.wandb_logger":
+        # a partial, so that the dict reaches W&B as it is (instantiate would wrap it in a DictConfig)
+        return build(node, _partial_=True)(run_config=flat_config(cfg))
+    return build(node)
+
+
+def wandb_logger(project: str, name: str, save_dir: str, group: str | None = None, tags=(), mode=None,
+                 run_config: dict | None = None, **kwargs):
     from lightning.pytorch.loggers import WandbLogger
 
     mode = wandb_mode(mode)
@@ -77,5 +106,6 @@ def wandb_logger(project: str, name: str, save_dir: str, group: str | None = Non
         # a sweep agent names the run itself (WANDB_RUN_ID); otherwise the id kept in the run directory
         id=kwargs.pop("id", None) or os.environ.get("WANDB_RUN_ID") or run_id(save_dir),
         resume="allow",
+        config=run_config,
         **kwargs,
     )
