@@ -61,3 +61,14 @@ def test_chunked_equals_naive_under_fsdp(tmp_path):
         assert naive.keys() == chunked.keys() == {0, 1}
         for step in naive:
             assert chunked[step] == pytest.approx(naive[step], rel=1e-5), (key, step)
+
+
+def test_multirun_of_ddp_jobs(tmp_path):
+    """Each job of a Hydra multirun gets its own process group and output directory."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "train.py", "-m", *COMMON, *STRATEGIES["ddp"], "loss=sft,dft",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [load_run(p.parent) for p in sorted((tmp_path / "sweep").glob("*/summary.json"))]
+    assert [r.loss for r in runs] == ["sft", "dft"] and all(r.summary["steps"] == 6 for r in runs)

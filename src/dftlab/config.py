@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -22,8 +23,17 @@ def package_dir(name: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]))
 
 
-if not OmegaConf.has_resolver("package_dir"):
-    OmegaConf.register_new_resolver("package_dir", package_dir)
+def job_dirname(num, overrides: str, limit: int = 150) -> str:
+    """A multirun job's directory name from its overrides, cut to a length file systems accept."""
+    name = f"{num}_{overrides}" if overrides else str(num)
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+
+
+for _name, _fn in (("package_dir", package_dir), ("job_dirname", job_dirname)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

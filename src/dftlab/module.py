@@ -212,8 +212,9 @@ class FineTuneModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.validated_at = self.global_step
         n = self.val_sums["tokens"].compute().clamp(min=1)
-        self.log("val/ce", self.val_sums["nll"].compute() / n, prog_bar=True, sync_dist=False)
-        self.log("val/acc", self.val_sums["correct"].compute() / n, sync_dist=False)
+        # the sums are already over every rank (SumMetric synchronises them)
+        self.log("val/ce", self.val_sums["nll"].compute() / n, prog_bar=True, rank_zero_only=True)
+        self.log("val/acc", self.val_sums["correct"].compute() / n, rank_zero_only=True)
         for metric in self.val_sums.values():
             metric.reset()
 
