@@ -30,8 +30,10 @@ def base_config(cfg: DictConfig) -> DictConfig:
 
 
 def base_key(base_cfg: DictConfig) -> str:
-    spec = {k: OmegaConf.select(base_cfg, k) for k in _KEY_FIELDS}
-    spec = OmegaConf.to_container(OmegaConf.create(spec), resolve=True)
+    # resolved in place: a value may refer outside its own section (data.cache_dir -> paths)
+    spec = {k: OmegaConf.to_container(OmegaConf.select(base_cfg, k), resolve=True) for k in _KEY_FIELDS[:-1]}
+    spec["seed"] = base_cfg.seed
+    spec["data"].pop("cache_dir", None)  # where tokenised data is cached does not define the base
     spec["steps"] = [base_cfg.trainer.max_steps, base_cfg.trainer.max_epochs]
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -48,7 +50,7 @@ def ensure_base(cfg: DictConfig) -> Path:
     path = Path(cfg.paths.cache_dir) / f"base-{base_key(base_cfg)}"
     if (path / "config.json").exists():
         return path
-    fast = bool(cfg.trainer.get("fast_dev_run"))
+    fast = bool(OmegaConf.select(cfg, "trainer.fast_dev_run", default=False))  # eval.yaml has no trainer
     build = Path(cfg.paths.output_dir) / "base-fast-dev-run" if fast else path.with_name(f".{path.name}.building-{os.getpid()}")
     OmegaConf.update(base_cfg, "paths.output_dir", str(build))
     OmegaConf.update(base_cfg, "paths.cache_dir", str(cfg.paths.cache_dir))

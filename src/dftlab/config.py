@@ -80,6 +80,10 @@ def validate(cfg: DictConfig) -> None:
              "auto | copy | adapters | dataset")
     _require(e.chunk_mib > 0, "engine.chunk_mib", e.chunk_mib, "must be > 0")
     _require(e.on_non_finite in ("stop", "skip"), "engine.on_non_finite", e.on_non_finite, "stop | skip")
+    if cfg.get("eval"):  # checked now, not after training
+        from dftlab.evaluation.settings import EvalSettings
+
+        EvalSettings.from_cfg(cfg.eval, cfg.seed)
 
 
 def to_container(cfg: DictConfig) -> dict:

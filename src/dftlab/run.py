@@ -16,6 +16,7 @@ from dftlab.callbacks.preemption import Preempted
 from dftlab.config import validate
 from dftlab.errors import build
 from dftlab.evaluation.report import evaluate_run
+from dftlab.loggers import build_logger
 from dftlab.models import load_tokenizer
 from dftlab.module import FineTuneModule
 
@@ -53,7 +54,7 @@ class Setup:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values()]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
     return build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 

@@ -23,6 +23,7 @@ from lightning.fabric.utilities import move_data_to_device
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from dftlab.callbacks.distributed import gather_uneven
 from dftlab.callbacks.prob_histogram import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX
@@ -42,17 +43,6 @@ def _bin_counts(p: Tensor, edges: np.ndarray) -> Tensor:
     """Counts per bin [edges[i], edges[i+1]); the last bin also holds p = 1 (and rounding above it)."""
     inner = torch.as_tensor(edges[1:-1], dtype=p.dtype, device=p.device)
     return torch.bincount(torch.bucketize(p, inner, right=True), minlength=len(edges) - 1)
-
-
-def _gather(trainer: L.Trainer, values: Tensor) -> Tensor:
-    """Every rank's values, concatenated: shares differ in length, all_gather needs one shape."""
-    if trainer.world_size == 1:
-        return values
-    sizes = trainer.strategy.all_gather(torch.tensor([values.numel()], device=values.device)).flatten().tolist()
-    padded = values.new_zeros(max(sizes))
-    padded[: values.numel()] = values
-    gathered = trainer.strategy.all_gather(padded)
-    return torch.cat([row[:n] for row, n in zip(gathered, sizes)])
 
 
 @dataclass
@@ -166,7 +156,7 @@ class TokenHistograms(L.Callback):
         sums = torch.cat([torch.stack([p.sum(), entropy.sum()]), torch.bincount(ids, weights=p, minlength=vocab)])
         counts = trainer.strategy.reduce(counts, reduce_op="sum").cpu().numpy()
         sums = trainer.strategy.reduce(sums, reduce_op="sum").cpu().numpy()
-        median = float(np.median(_gather(trainer, p).cpu().numpy()))
+        median = float(np.median(gather_uneven(trainer, p).cpu().numpy()))
         paper, fine = counts[:n_paper], counts[n_paper : n_paper + n_fine]
         above, below = counts[n_paper + n_fine : n_paper + n_fine + 2]
         n = int(paper.sum())

@@ -1,4 +1,8 @@
-"""Batched generation with the KV cache and left padding; greedy or sampled, seeded."""
+"""Batched generation with the KV cache and left padding; greedy or sampled, seeded.
+
+`generate` takes a Hugging Face model, or a vLLM engine loaded by `vllm_backend.load` (the same
+prompts, settings and decoding, many times faster on a GPU).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,17 @@ import torch
 from transformers import GenerationConfig
 
 from dftlab.data.encode import prompt_ids
+from dftlab.evaluation import vllm_backend
+
+
+def stop_token_ids(generation_config, tokenizer) -> list[int]:
+    """The tokenizer's EOS and the model's own end tokens (from its generation config: a chat model
+    ends its turn with one, e.g. Qwen's `<|im_end|>`): generation stops at any of them, with
+    either backend."""
+    ids = [tokenizer.eos_token_id]
+    model_eos = getattr(generation_config, "eos_token_id", None)
+    ids += model_eos if isinstance(model_eos, list) else [model_eos]
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 @torch.no_grad()
@@ -22,34 +37,48 @@ def generate(
     batch_size: int = 256,
     seed: int = 0,
     stop: list[str] | None = None,
+    synced_gpus: bool = False,
 ) -> list[list[str]]:
     """`n` completions per prompt (decoded, cut at EOS or at the first stop string).
 
     Prompts are encoded exactly as in training. Batches are formed from prompts of similar length
     to keep padding small; the RNG is forked, so generating does not perturb the caller's RNG.
+    `synced_gpus`: every rank keeps stepping until all ranks are done (a sharded model needs every
+    rank in every forward pass). A vLLM engine schedules its own batches (`batch_size` unused).
     """
+    if isinstance(lm, vllm_backend.VLLMModel):
+        return vllm_backend.generate(
+            lm, tokenizer, prompts, chat_template=chat_template, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
+        )
     device = next(lm.parameters()).device
     encoded = [prompt_ids(tokenizer, p, chat_template) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     sample = temperature > 0
+    eos = stop_token_ids(getattr(lm, "generation_config", None), tokenizer)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=sample,
         temperature=temperature if sample else None,
         top_p=top_p if sample else None,
-        top_k=None,
+        # explicit neutral values: a value left unset is taken from the model's own generation
+        # config (an instruct model's top_k=20, repetition_penalty=1.05), which the paper's
+        # sampling and the vLLM backend do not apply
+        top_k=0 if sample else None,
+        repetition_penalty=1.0,
         num_return_sequences=n,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
     out: list[list[str]] = [[] for _ in prompts]
+    per_batch = max(1, batch_size // n)
     was_training = lm.training
     lm.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for b, start in enumerate(range(0, len(order), max(1, batch_size // n))):
-                idx = order[start : start + max(1, batch_size // n)]
+            for b, start in enumerate(range(0, len(order), per_batch)):
+                idx = order[start : start + per_batch]
                 width = max(len(encoded[i]) for i in idx)
                 ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
                 mask = torch.zeros_like(ids)
@@ -57,20 +86,22 @@ def generate(
                     ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                     mask[r, width - len(encoded[i]) :] = 1
                 torch.manual_seed(seed * 1_000_003 + b)
-                gen = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+                gen = lm.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                    synced_gpus=synced_gpus,
+                )
                 new = gen[:, width:].cpu()
                 for r, row in enumerate(new):
-                    out[idx[r // n]].append(_decode(tokenizer, row, stop))
+                    out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
     finally:
         lm.train(was_training)
     return out
 
 
-def _decode(tokenizer, ids: torch.Tensor, stop: list[str] | None) -> str:
-    ids = ids.tolist()
-    if tokenizer.eos_token_id in ids:
-        ids = ids[: ids.index(tokenizer.eos_token_id)]
-    text = tokenizer.decode(ids, skip_special_tokens=True)
+def decode(tokenizer, ids: list[int], eos: list[int], stop: list[str] | None) -> str:
+    """The text of generated ids up to the first end token, cut before the first stop string."""
+    end = next((i for i, t in enumerate(ids) if t in eos), len(ids))
+    text = tokenizer.decode(ids[:end], skip_special_tokens=True)
     for s in stop or []:
         if s in text:
             text = text[: text.index(s)]

@@ -14,7 +14,10 @@ def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, f
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at 0 or n successes one end is exactly 0 or 1 (the formula leaves a rounding error there)
+    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
+    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def average_at_k(correct: list[list[bool]]) -> float:
