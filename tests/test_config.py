@@ -82,3 +82,17 @@ def test_cli_errors_before_any_model(tmp_path):
         assert proc.returncode != 0
         assert expected in proc.stdout + proc.stderr, (args, proc.stdout[-2000:], proc.stderr[-2000:])
         assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_model_path_is_named_before_training(tmp_path):
+    from dftlab.run import setup
+
+    cfg = compose_config(["model=hf", f"model.name_or_path={tmp_path}/nope", f"paths.output_dir={tmp_path}/run"])
+    with pytest.raises(FileNotFoundError, match=r"model.name_or_path='.*/nope': no such directory"):
+        setup(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_remote_code_is_off_unless_asked(model):
+    assert compose_config([f"model={model}"]).model.get("trust_remote_code", False) is False

@@ -72,3 +72,21 @@ def test_multirun_of_ddp_jobs(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = [load_run(p.parent) for p in sorted((tmp_path / "sweep").glob("*/summary.json"))]
     assert [r.loss for r in runs] == ["sft", "dft"] and all(r.summary["steps"] == 6 for r in runs)
+
+
+@pytest.mark.parametrize("tasks, devices, ok", [(8, 8, True), (8, 4, False), (1, "auto", False)])
+def test_slurm_launcher_needs_one_task_per_device(tasks, devices, ok):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from dftlab.config import CONFIG_DIR, check_launcher
+    from dftlab.errors import ConfigError
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", [f"hydra.launcher.tasks_per_node={tasks}", f"trainer.devices={devices}",
+                                "hydra/launcher=submitit_slurm"], return_hydra_config=True)
+    if ok:
+        check_launcher(cfg.hydra.launcher, cfg.trainer)
+    else:
+        with pytest.raises(ConfigError, match=f"hydra.launcher.tasks_per_node={tasks} must equal trainer.devices"):
+            check_launcher(cfg.hydra.launcher, cfg.trainer)

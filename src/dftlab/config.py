@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dftlab.errors import ConfigError
@@ -84,6 +85,21 @@ def validate(cfg: DictConfig) -> None:
         from dftlab.evaluation.settings import EvalSettings
 
         EvalSettings.from_cfg(cfg.eval, cfg.seed)
+    if HydraConfig.initialized():
+        check_launcher(HydraConfig.get().launcher, cfg.trainer)
+
+
+def check_launcher(launcher: DictConfig, trainer: DictConfig) -> None:
+    """A SLURM launcher starts one process per task, and Lightning expects one per device."""
+    tasks = launcher.get("tasks_per_node")
+    if tasks is None or "submitit" not in str(launcher.get("_target_", "")).lower():
+        return
+    devices = trainer.get("devices")
+    if tasks != devices:
+        raise ConfigError(
+            f"hydra.launcher.tasks_per_node={tasks} must equal trainer.devices={devices!r}: Lightning runs one "
+            f"process per device, and SLURM starts one per task"
+        )
 
 
 def to_container(cfg: DictConfig) -> dict:

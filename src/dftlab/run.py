@@ -101,6 +101,7 @@ def run(cfg: DictConfig) -> dict:
     except Preempted:
         preempted = True
 
+    _report_data(trainer, datamodule.skipped)
     export = out / "export"
     if not preempted:
         if module.validated_at != trainer.global_step and trainer.limit_val_batches:
@@ -128,6 +129,17 @@ def run(cfg: DictConfig) -> dict:
 
             wandb.finish()
     return summary
+
+
+def _report_data(trainer: L.Trainer, skipped: dict[str, dict[str, int]]) -> None:
+    """Rows skipped or cut, per split and reason: printed, and logged as `data/<split>/<reason>`."""
+    counts = {f"data/{split}/{reason}": n for split, reasons in skipped.items() for reason, n in reasons.items() if n}
+    if not counts or not trainer.is_global_zero:
+        return
+    log.warning("data rows skipped or cut (see README, 'Bad input'): %s",
+                ", ".join(f"{k.removeprefix('data/')} {n}" for k, n in counts.items()))
+    for lg in trainer.loggers:
+        lg.log_metrics({k: float(n) for k, n in counts.items()}, step=trainer.global_step)
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:

@@ -104,3 +104,17 @@ def test_tokenised_data_is_cached(tmp_path, monkeypatch):
                                   chat_template=False, max_bad_fraction=0.1), tmp_path)
     assert [e.input_ids for e in second.datasets["train"].rows] == [e.input_ids for e in first.datasets["train"].rows]
     assert second.skipped == first.skipped and second.skipped["source"] == {"not_text": 1}
+
+
+def test_skipped_rows_are_printed_and_logged(caplog):
+    from types import SimpleNamespace
+
+    from dftlab.run import _report_data
+
+    logged = []
+    lg = SimpleNamespace(log_metrics=lambda metrics, step: logged.append((metrics, step)))
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[lg], global_step=7)
+    with caplog.at_level("WARNING"):
+        _report_data(trainer, {"source": {"missing_field": 2, "empty_response": 0}, "train": {"truncated_partly": 1}})
+    assert logged == [({"data/source/missing_field": 2.0, "data/train/truncated_partly": 1.0}, 7)]
+    assert "source/missing_field 2, train/truncated_partly 1" in caplog.text

@@ -1,0 +1,178 @@
+"""One step-time measurement in this process; prints one JSON line (see workload.py).
+
+    python bench/step_worker.py dftlab --workdir W --steps 30 --warmup 5 [--packing] [--loss dft]
+    python bench/step_worker.py trl    --workdir W --steps 30 --warmup 5 [--packing]
+    python bench/step_worker.py plain  --workdir W --steps 30 --warmup 5
+
+Every system trains the model saved in W/model, from the same initial weights, with AdamW at a
+constant learning rate, gradient clipping at 1.0, the global batch of dftlab's data config, in fp32
+on the CPU. A step's time runs from the end of one optimizer step to the end of the next, so data
+loading and everything a framework does between steps count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workload  # noqa: E402
+
+IGNORE = -100
+LR = 1e-3
+
+
+class Steps:
+    """Step end times and the token counts of each step's batch."""
+
+    def __init__(self):
+        self.ends, self.tokens, self.targets, self.positions = [], [], [], []
+
+    def batch(self, tokens: int, targets: int, positions: int) -> None:
+        self.tokens.append(int(tokens))
+        self.targets.append(int(targets))
+        self.positions.append(int(positions))
+
+    def result(self, warmup: int) -> dict:
+        seconds = [b - a for a, b in zip(self.ends[warmup - 1 :], self.ends[warmup:])]
+        n = len(seconds)
+        return {"step_seconds": seconds, "tokens": self.tokens[warmup : warmup + n],
+                "targets": self.targets[warmup : warmup + n], "positions": self.positions[warmup : warmup + n],
+                "peak_rss": workload.peak_rss()}
+
+
+def dftlab_config(args, extra: list[str] = ()):
+    model_dir = Path(args.workdir) / "model"
+    return workload.compose([
+        *workload.MODEL_OVERRIDES, f"model.name_or_path={model_dir}", f"loss={args.loss}",
+        f"trainer.max_steps={args.warmup + args.steps}", "trainer.max_epochs=-1", f"data.packing={args.packing}",
+        f"optim.lr={LR}",
+        f"paths.output_dir={Path(args.workdir) / 'runs' / 'dftlab'}", *args.override, *extra,
+    ])
+
+
+def run_dftlab(args) -> Steps:
+    import lightning as L
+
+    from dftlab.run import setup
+
+    steps = Steps()
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            steps.batch(batch["attention_mask"].sum(), (batch["labels"] != IGNORE).sum(), batch["input_ids"].numel())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.ends.append(time.perf_counter())
+
+    s = setup(dftlab_config(args), extra_callbacks=[Timer()])
+    s.trainer.fit(s.module, datamodule=s.datamodule)
+    return steps
+
+
+def _dataset(args):
+    """dftlab's encoded training set and its data module (for batches and the tokenizer)."""
+    from dftlab.errors import build
+    from dftlab.models import load_tokenizer
+
+    cfg = dftlab_config(args)
+    tokenizer = load_tokenizer(cfg.model)
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.setup("fit")
+    return dm, cfg
+
+
+def run_plain(args) -> Steps:
+    """The floor: the model, AdamW and the DFT loss on dftlab's batches, no framework."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForCausalLM
+
+    dm, cfg = _dataset(args)
+    loader = DataLoader(dm.datasets["train"], batch_sampler=dm._sampler("train", dm.batch_size, shuffle=True),
+                        collate_fn=dm.collate_fn)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(args.workdir + "/model", dtype=torch.float32,
+                                                 attn_implementation="sdpa").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    steps = Steps()
+    for i, batch in enumerate(loader):
+        if i == args.warmup + args.steps:
+            break
+        mask = batch["labels"] != IGNORE
+        steps.batch(batch["attention_mask"].sum(), mask.sum(), batch["input_ids"].numel())
+        inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+        if "position_ids" in batch:
+            inputs["position_ids"] = batch["position_ids"]
+        logp = model(**inputs).logits[mask].float().log_softmax(-1)
+        logp = logp.gather(1, batch["labels"][mask][:, None]).squeeze(1)
+        loss = -(logp.exp().detach() * logp).sum() / mask.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        steps.ends.append(time.perf_counter())
+    return steps
+
+
+def run_trl(args) -> Steps:
+    """TRL's SFTTrainer with loss_type="dft" on the same encoded examples (labels -100 on the
+    prompt); `padding_free` with --packing (TRL then puts the whole batch in one row)."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    dm, cfg = _dataset(args)
+    rows = [{"input_ids": e.input_ids, "labels": [IGNORE] * e.prompt_len + e.input_ids[e.prompt_len :]}
+            for e in dm.datasets["train"].rows]
+    steps = Steps()
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            steps.ends.append(time.perf_counter())
+
+    def counted(collator):
+        def collate(features):
+            batch = collator(features)
+            tokens = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+            steps.batch(tokens, (batch["labels"] != IGNORE).sum(), batch["input_ids"].numel())
+            return batch
+        return collate
+
+    config = SFTConfig(
+        output_dir=str(Path(args.workdir) / "runs" / "trl"), loss_type="dft", padding_free=args.packing,
+        max_length=None,  # the examples are already cut to dftlab's max_length
+        per_device_train_batch_size=dm.batch_size, gradient_accumulation_steps=1,
+        max_steps=args.warmup + args.steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=cfg.optim.weight_decay, max_grad_norm=1.0, use_cpu=True, bf16=False, fp16=False,
+        save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=True, seed=0,
+        dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(args.workdir + "/model", dtype=torch.float32, attn_implementation="sdpa")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=dm.tokenizer, callbacks=[Timer()])
+    trainer.data_collator = counted(trainer.data_collator)
+    trainer.train()
+    return steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("system", choices=["dftlab", "trl", "plain"])
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--packing", action="store_true")
+    p.add_argument("--loss", default="dft", help="dftlab's loss choice (the others train DFT)")
+    p.add_argument("--override", nargs="*", default=[], help="more dftlab overrides (data.batch_size=...)")
+    args = p.parse_args()
+    steps = {"dftlab": run_dftlab, "trl": run_trl, "plain": run_plain}[args.system](args)
+    print(json.dumps(steps.result(args.warmup)))
+
+
+if __name__ == "__main__":
+    main()

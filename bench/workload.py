@@ -1,0 +1,98 @@
+"""The shared workload of the step-time benchmarks: one tiny Qwen2 (2 layers, 128 wide, the
+character vocabulary of the 24-card game), its initial weights saved once so that every system
+starts from the same ones, the game's training set encoded once by dftlab, and the statistics.
+
+Each measurement runs in a fresh process (`python bench/step_worker.py ...`) that prints one JSON
+line: the seconds of every timed optimizer step, the tokens and target tokens of its batch, and
+the process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_OVERRIDES = [
+    "model=scratch",
+    "model.arch.model_type=qwen2",
+    "model.arch.num_hidden_layers=2",
+    "model.arch.hidden_size=128",
+    "model.arch.intermediate_size=384",
+    "model.arch.num_attention_heads=4",
+    "model.arch.num_key_value_heads=4",
+]
+
+
+def compose(overrides: list[str]):
+    """dftlab's config for the benchmark: no logger, no callbacks, no validation, no evaluation."""
+    os.environ.setdefault("DFTLAB_ROOT", str(ROOT))
+    from omegaconf import open_dict
+
+    from dftlab.config import compose_config
+
+    cfg = compose_config(["trainer.enable_progress_bar=false", "+trainer.limit_val_batches=0", "eval.enabled=false",
+                          *overrides])
+    with open_dict(cfg):
+        cfg.callbacks, cfg.logger = {}, {}
+    return cfg
+
+
+def prepare(workdir: Path, data_overrides: list[str]) -> Path:
+    """The model directory (initial weights and tokenizer), saved once per workdir."""
+    model_dir = workdir / "model"
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    import torch
+
+    from dftlab.models import load_causal_lm, load_tokenizer
+
+    cfg = compose([*MODEL_OVERRIDES, *data_overrides, f"paths.output_dir={workdir / 'prepare'}"])
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(cfg.model)
+    lm = load_causal_lm(cfg.model, tokenizer)
+    lm.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process, bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_worker(args: list[str]) -> dict:
+    """One measurement in a fresh process; its JSON result."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_worker.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"step_worker {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def summarise(result: dict) -> dict:
+    """Per-step and per-token figures of one measurement."""
+    seconds = sum(result["step_seconds"])
+    return {
+        "s_per_step": statistics.median(result["step_seconds"]),
+        "tokens_per_s": sum(result["tokens"]) / seconds,
+        "targets_per_s": sum(result["targets"]) / seconds,
+        "padded_per_step": statistics.mean(result["positions"]) - statistics.mean(result["tokens"]),
+        "peak_rss_mib": result["peak_rss"] / 2**20,
+    }
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
