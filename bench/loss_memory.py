@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--chunk-mib", type=float, default=64)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--limit-gib", type=float, default=18)
-    parser.add_argument("--out", default="bench/results/loss_memory.csv")
+    parser.add_argument("--out", default="logs/bench/loss_memory.csv")
     parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)  # internal: loss path tokens chunk_mib
     args = parser.parse_args()
     if args.case:

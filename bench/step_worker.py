@@ -26,10 +26,21 @@ LR = 1e-3
 
 
 class Steps:
-    """Step end times and the token counts of each step's batch."""
+    """Step end times and the token counts of each step's batch; with `profile`, a torch.profiler
+    trace of the timed steps (started when the warm-up ends)."""
 
-    def __init__(self):
+    def __init__(self, warmup: int, profile: bool = False):
         self.ends, self.tokens, self.targets, self.positions = [], [], [], []
+        self.warmup, self.profiler = warmup, None
+        if profile:
+            import torch
+
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+
+    def end(self, now: float) -> None:
+        self.ends.append(now)
+        if self.profiler is not None and len(self.ends) == self.warmup:
+            self.profiler.__enter__()
 
     def batch(self, tokens: int, targets: int, positions: int) -> None:
         self.tokens.append(int(tokens))
@@ -37,11 +48,15 @@ class Steps:
         self.positions.append(int(positions))
 
     def result(self, warmup: int) -> dict:
+        profile = None
+        if self.profiler is not None:
+            self.profiler.__exit__(None, None, None)
+            profile = workload.op_shares(self.profiler.key_averages())
         seconds = [b - a for a, b in zip(self.ends[warmup - 1 :], self.ends[warmup:])]
         n = len(seconds)
         return {"step_seconds": seconds, "tokens": self.tokens[warmup : warmup + n],
                 "targets": self.targets[warmup : warmup + n], "positions": self.positions[warmup : warmup + n],
-                "peak_rss": workload.peak_rss()}
+                "peak_rss": workload.peak_rss(), "profile": profile}
 
 
 def dftlab_config(args, extra: list[str] = ()):
@@ -59,14 +74,14 @@ def run_dftlab(args) -> Steps:
 
     from dftlab.run import setup
 
-    steps = Steps()
+    steps = Steps(args.warmup, args.profile)
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             steps.batch(batch["attention_mask"].sum(), (batch["labels"] != IGNORE).sum(), batch["input_ids"].numel())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            steps.ends.append(time.perf_counter())
+            steps.end(time.perf_counter())
 
     s = setup(dftlab_config(args), extra_callbacks=[Timer()])
     s.trainer.fit(s.module, datamodule=s.datamodule)
@@ -98,7 +113,7 @@ def run_plain(args) -> Steps:
     model = AutoModelForCausalLM.from_pretrained(args.workdir + "/model", dtype=torch.float32,
                                                  attn_implementation="sdpa").train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
-    steps = Steps()
+    steps = Steps(args.warmup, args.profile)
     for i, batch in enumerate(loader):
         if i == args.warmup + args.steps:
             break
@@ -114,7 +129,7 @@ def run_plain(args) -> Steps:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        steps.ends.append(time.perf_counter())
+        steps.end(time.perf_counter())
     return steps
 
 
@@ -129,11 +144,11 @@ def run_trl(args) -> Steps:
     dm, cfg = _dataset(args)
     rows = [{"input_ids": e.input_ids, "labels": [IGNORE] * e.prompt_len + e.input_ids[e.prompt_len :]}
             for e in dm.datasets["train"].rows]
-    steps = Steps()
+    steps = Steps(args.warmup, args.profile)
 
     class Timer(TrainerCallback):
         def on_step_end(self, *a, **k):
-            steps.ends.append(time.perf_counter())
+            steps.end(time.perf_counter())
 
     def counted(collator):
         def collate(features):
@@ -168,6 +183,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--packing", action="store_true")
     p.add_argument("--loss", default="dft", help="dftlab's loss choice (the others train DFT)")
+    p.add_argument("--profile", action="store_true", help="torch.profiler over the timed steps")
     p.add_argument("--override", nargs="*", default=[], help="more dftlab overrides (data.batch_size=...)")
     args = p.parse_args()
     steps = {"dftlab": run_dftlab, "trl": run_trl, "plain": run_plain}[args.system](args)

@@ -88,6 +88,29 @@ def summarise(result: dict) -> dict:
     }
 
 
+# operator name fragments -> what they are, for the profile's shares of self CPU time
+CATEGORIES = [
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("attention", ("scaled_dot_product", "attention")),
+    ("softmax / loss", ("softmax", "log_softmax", "gather", "nll_loss", "cross_entropy", "scatter")),
+    ("optimizer", ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "sqrt")),
+    ("copies / layout", ("copy_", "contiguous", "cat", "index", "masked", "clone", "to_copy", "empty", "zero_",
+                         "fill_")),
+]
+
+
+def op_shares(averages) -> dict:
+    """Share of self CPU time per category (and the top operators), from profiler key averages."""
+    total = sum(e.self_cpu_time_total for e in averages) or 1.0
+    shares = {name: 0.0 for name, _ in CATEGORIES} | {"other": 0.0}
+    for e in averages:
+        name = e.key.lower()
+        cat = next((c for c, frags in CATEGORIES if any(f in name for f in frags)), "other")
+        shares[cat] += e.self_cpu_time_total / total
+    top = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:8]
+    return {"shares": shares, "top": [[e.key, e.self_cpu_time_total / total] for e in top]}
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
 
