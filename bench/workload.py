@@ -90,6 +90,9 @@ def summarise(result: dict) -> dict:
 
 # operator name fragments -> what they are, for the profile's shares of self CPU time
 CATEGORIES = [
+    # a record_function's own time (`Optimizer.step#AdamW.step`, which under Lightning encloses the
+    # forward and backward closure, the data loader's `__next__`): Python and framework code
+    ("python / framework", ("#",)),
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
     ("attention", ("scaled_dot_product", "attention")),
     ("softmax / loss", ("softmax", "log_softmax", "gather", "nll_loss", "cross_entropy", "scatter")),

@@ -156,8 +156,12 @@ class FineTuneModule(L.LightningModule):
         if not (math.isfinite(weighted) and math.isfinite(grad_norm)):
             self._non_finite(optimizer, weighted, grad_norm, rows)
             metrics["train/skipped_steps"] = float(self.skipped_steps)
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
-        self.log("ce", metrics["train/ce"], prog_bar=True, logger=False, on_step=True, batch_size=1)
+        # Lightning writes step metrics every `log_every_n_steps` only: logging them at the other
+        # steps would cost time for values that are dropped
+        connector = self.trainer._logger_connector
+        if connector.should_update_logs or self.trainer.fast_dev_run:
+            self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+            self.log("ce", metrics["train/ce"], prog_bar=True, logger=False, on_step=True, batch_size=1)
 
     def _grad_norm(self) -> float:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
