@@ -15,7 +15,7 @@ from torch import nn
 
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, TokenContext, TokenLoss
-from dftlab.models import is_lora
+from dftlab.models import eval_mode, is_lora
 from dftlab.token_loss import Head, TokenStats, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -38,29 +38,23 @@ def _agree(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> tup
 @torch.no_grad()
 def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
     """Whether `hidden @ W.T + b` equals the model's own logits (no soft-capping or scaling)."""
-    was_training = lm.training
-    lm.eval()
-    try:
+    with eval_mode(lm):
         device = lm.get_output_embeddings().weight.device
         ids = torch.arange(8, device=device).remainder(lm.config.vocab_size)[None]
         expected = lm(input_ids=ids, use_cache=False).logits.float()
         hidden = lm.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
-        got = (hidden @ output_head(lm).weight.t()).float()
         head = output_head(lm)
+        got = (hidden @ head.weight.t()).float()
         if head.bias is not None:
             got = got + head.bias.float()
         ok, err = _agree(got, expected, hidden.dtype)
         return ok, "" if ok else f"hidden @ W.T differs from the model's logits by {err:.3g} (logit scaling or soft-capping)"
-    finally:
-        lm.train(was_training)
 
 
 @torch.no_grad()
 def packing_isolates_sequences(lm: nn.Module) -> tuple[bool, str]:
     """Whether two sequences packed in one row (positions restarting) give the logits they give alone."""
-    was_training = lm.training
-    lm.eval()
-    try:
+    with eval_mode(lm):
         device = lm.get_output_embeddings().weight.device
         ids = (torch.arange(11, device=device) * 7 + 3).remainder(lm.config.vocab_size)
         a, b = ids[:5], ids[5:]
@@ -69,8 +63,6 @@ def packing_isolates_sequences(lm: nn.Module) -> tuple[bool, str]:
         packed = lm(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
         ok, err = _agree(packed, alone, next(lm.parameters()).dtype)
         return ok, "" if ok else f"packed sequences attend to each other (logits differ by {err:.3g})"
-    finally:
-        lm.train(was_training)
 
 
 class CausalLMWithLoss(nn.Module):

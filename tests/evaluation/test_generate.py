@@ -72,3 +72,15 @@ def test_end_tokens_and_stop_strings(tok):
     config = SimpleNamespace(eos_token_id=[eos, 7])
     assert stop_token_ids(config, tok) == [eos, 7]  # the model's end-of-turn tokens too
     assert stop_token_ids(None, tok) == [eos]
+
+
+def test_each_module_mode_is_restored(tok):
+    """A model in training with one part kept in eval mode (a frozen reference, say) comes back as
+    it was, not all in train mode."""
+    ids = {f"{k}_token_id": getattr(tok, f"{k}_token_id") for k in ("pad", "bos", "eos")}
+    model = tiny_lm(vocab=len(tok), **ids).train()
+    frozen = model.model.layers[0]
+    frozen.eval()
+    generate(model, tok, PROMPTS[:2], max_new_tokens=4)
+    assert model.training and model.model.layers[1].training
+    assert not any(m.training for m in frozen.modules())

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import WandbLogger
 from dftlab.callbacks.distributed import gather_uneven
 from dftlab.errors import ConfigError
 from dftlab.evaluation.runner import SplitResult, generate_and_score, select, summarise, verdicts
+from dftlab.models import eval_mode
 from dftlab.reporting.progress_plot import Curve, plot_progress
 from dftlab.strategies import FSDP2Strategy
 
@@ -116,9 +117,13 @@ class EvalDuringTraining(L.Callback):
         sharded = isinstance(trainer.strategy, FSDP2Strategy)
         rank, world = trainer.global_rank, trainer.world_size
         share = self._problems if sharded else {s: rows[rank::world] for s, rows in self._problems.items()}
-        modes = {m: m.training for m in pl_module.modules()}
         try:
-            with torch.no_grad(), trainer.precision_plugin.forward_context(), _gathered(pl_module.policy, sharded):
+            with (
+                eval_mode(pl_module),
+                torch.no_grad(),
+                trainer.precision_plugin.forward_context(),
+                _gathered(pl_module.policy, sharded),
+            ):
                 records = generate_and_score(
                     pl_module.policy.lm,
                     trainer.datamodule.tokenizer,
@@ -132,8 +137,6 @@ class EvalDuringTraining(L.Callback):
                     synced_gpus=sharded and world > 1,
                 )
         finally:
-            for module, training in modes.items():  # each module as it was, not all in train mode
-                module.training = training
             pl_module.reset_step_clock()  # keep this pass out of the training throughput
         results = self._collect(trainer, pl_module.device, records, gathered=not sharded)
         self._last_step = trainer.global_step

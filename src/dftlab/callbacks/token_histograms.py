@@ -27,6 +27,7 @@ from dftlab.callbacks.distributed import gather_uneven
 from dftlab.callbacks.prob_histogram import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX
+from dftlab.models import eval_mode
 from dftlab.reporting.histogram_plot import plot_histograms
 
 WANDB_MAX_BINS = 512
@@ -122,10 +123,8 @@ class TokenHistograms(L.Callback):
         probs = [torch.empty(0, dtype=torch.float64, device=device)]
         entropies = [torch.empty(0, dtype=torch.float64, device=device)]
         ids = [torch.empty(0, dtype=torch.long, device=device)]
-        modes = {m: m.training for m in pl_module.modules()}
-        pl_module.eval()
         try:
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
+            with eval_mode(pl_module), torch.no_grad(), trainer.precision_plugin.forward_context():
                 for s in range(0, len(self._shard), self.batch_size):
                     items = [dataset[(i, 0)] for i in self._shard[s : s + self.batch_size]]
                     batch = move_data_to_device(datamodule.collate_fn(items), device)
@@ -134,8 +133,6 @@ class TokenHistograms(L.Callback):
                     entropies.append(entropy.double())
                     ids.append(batch["labels"][batch["labels"] != IGNORE_INDEX])
         finally:
-            for module, training in modes.items():  # each module as it was, not all in train mode
-                module.training = training
             if hasattr(pl_module, "reset_step_clock"):  # keep this pass out of the training throughput
                 pl_module.reset_step_clock()
         return torch.cat(probs), torch.cat(entropies), torch.cat(ids)

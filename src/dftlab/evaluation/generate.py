@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 
 from dftlab.data.encode import prompt_ids
 from dftlab.evaluation import vllm_backend
+from dftlab.models import eval_mode
 
 
 def stop_token_ids(generation_config, tokenizer) -> list[int]:
@@ -73,28 +74,23 @@ def generate(
     )
     out: list[list[str]] = [[] for _ in prompts]
     per_batch = max(1, batch_size // n)
-    was_training = lm.training
-    lm.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for b, start in enumerate(range(0, len(order), per_batch)):
-                idx = order[start : start + per_batch]
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, i in enumerate(idx):
-                    ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                    mask[r, width - len(encoded[i]) :] = 1
-                torch.manual_seed(seed * 1_000_003 + b)
-                gen = lm.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                    synced_gpus=synced_gpus,
-                )
-                new = gen[:, width:].cpu()
-                for r, row in enumerate(new):
-                    out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
-    finally:
-        lm.train(was_training)
+    with eval_mode(lm), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            idx = order[start : start + per_batch]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):
+                ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]) :] = 1
+            torch.manual_seed(seed * 1_000_003 + b)
+            gen = lm.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                synced_gpus=synced_gpus,
+            )
+            new = gen[:, width:].cpu()
+            for r, row in enumerate(new):
+                out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
     return out
 
 
