@@ -9,8 +9,6 @@ repetition's SFT run, and given as min / median / max.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import statistics
 from pathlib import Path
 
@@ -20,32 +18,20 @@ LOSSES = ["sft", "dft", "focal", "iw_sft", "asft", "mixce", "prob_power"]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p = workload.parser(__doc__, steps=30, out="loss_family.csv")
     p.add_argument("--losses", nargs="+", default=LOSSES)
-    p.add_argument("--workdir", default=str(workload.ROOT / "logs" / "bench"))
-    p.add_argument("--out", default=str(workload.ROOT / "logs" / "bench" / "loss_family.csv"))
     args = p.parse_args()
     losses = ["sft", *[x for x in args.losses if x != "sft"]]
-    workdir = Path(args.workdir)
-    workload.prepare(workdir, [])
+    workload.prepare(Path(args.workdir))
 
     records = []
     for rep in range(args.reps):
         for loss in losses:
-            flags = ["--workdir", str(workdir), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            result = workload.run_worker(["dftlab", *flags, "--loss", loss])
+            result = workload.run_worker("dftlab", args, "--loss", loss)
             records.append({"rep": rep, "loss": loss, **workload.summarise(result)})
             print(f"rep {rep} {loss}: {records[-1]['s_per_step']:.4f} s/step", flush=True)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(records[0]))
-        w.writeheader()
-        w.writerows(records)
+    out = workload.write_csv(args.out, records)
 
     by = {(r["loss"], r["rep"]): r for r in records}
     rows = []

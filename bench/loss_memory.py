@@ -15,13 +15,14 @@ Linux only (reads /proc/self/status). Writes a CSV beside the printed table.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from workload import write_csv
 
 GIB = 2**30
 
@@ -126,11 +127,7 @@ def main() -> None:
             "reps": len(runs),
         })
     _print_table(rows, args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows)
     print(f"\nwritten: {args.out}")
 
 

@@ -8,27 +8,21 @@ the top operators. One run each (a profile, not a timing: the profiler slows eve
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import workload
-
 from throughput import SYSTEMS
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
+    p = workload.parser(__doc__, steps=20, out=None)
     p.add_argument("--packing", action="store_true")
     p.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS)
-    p.add_argument("--workdir", default=str(workload.ROOT / "logs" / "bench"))
     args = p.parse_args()
-    workload.prepare(Path(args.workdir), [])
+    workload.prepare(Path(args.workdir))
     profiles = {}
     for system in args.systems:
-        flags = ["--workdir", args.workdir, "--steps", str(args.steps), "--warmup", str(args.warmup), "--profile"]
-        result = workload.run_worker([system, *flags, *(["--packing"] if args.packing else [])])
+        result = workload.run_worker(system, args, "--profile", *(["--packing"] if args.packing else []))
         profiles[system] = (workload.summarise(result), result["profile"])
 
     cats = list(next(iter(profiles.values()))[1]["shares"])

@@ -14,8 +14,6 @@ max.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import statistics
 from pathlib import Path
 
@@ -25,35 +23,23 @@ SYSTEMS = ["dftlab", "trl", "plain"]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p = workload.parser(__doc__, steps=30, out="throughput.csv")
     p.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS)
     p.add_argument("--modes", nargs="+", default=["padded", "packed"], choices=["padded", "packed"])
-    p.add_argument("--workdir", default=str(workload.ROOT / "logs" / "bench"))
-    p.add_argument("--out", default=str(workload.ROOT / "logs" / "bench" / "throughput.csv"))
     args = p.parse_args()
-    workdir = Path(args.workdir)
-    workload.prepare(workdir, [])
+    workload.prepare(Path(args.workdir))
 
     records = []
     for mode in args.modes:
         for rep in range(args.reps):
             for system in args.systems:
-                flags = ["--workdir", str(workdir), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-                result = workload.run_worker([system, *flags, *(["--packing"] if mode == "packed" else [])])
+                result = workload.run_worker(system, args, *(["--packing"] if mode == "packed" else []))
                 records.append({"mode": mode, "rep": rep, "system": system, **workload.summarise(result)})
                 r = records[-1]
                 print(f"{mode} rep {rep} {system}: {r['s_per_step']:.4f} s/step, {r['tokens_per_s']:.0f} tokens/s",
                       flush=True)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(records[0]))
-        w.writeheader()
-        w.writerows(records)
+    out = workload.write_csv(args.out, records)
 
     print(f"\n{args.reps} repetitions x {args.steps} timed steps (medians over repetitions)")
     rows = []

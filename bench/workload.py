@@ -9,6 +9,8 @@ the process's peak resident memory.
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
 import os
 import resource
@@ -43,7 +45,20 @@ def compose(overrides: list[str]):
     return cfg
 
 
-def prepare(workdir: Path, data_overrides: list[str]) -> Path:
+def parser(doc: str, steps: int, out: str | None) -> argparse.ArgumentParser:
+    """The options every step benchmark shares: steps, warm-up, workdir; repetitions and the CSV
+    path when the benchmark repeats (`out`: the CSV's name under logs/bench)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--workdir", default=str(ROOT / "logs" / "bench"))
+    if out is not None:
+        p.add_argument("--reps", type=int, default=5)
+        p.add_argument("--out", default=str(ROOT / "logs" / "bench" / out))
+    return p
+
+
+def prepare(workdir: Path) -> Path:
     """The model directory (initial weights and tokenizer), saved once per workdir."""
     model_dir = workdir / "model"
     if (model_dir / "config.json").is_file():
@@ -52,7 +67,7 @@ def prepare(workdir: Path, data_overrides: list[str]) -> Path:
 
     from dftlab.models import load_causal_lm, load_tokenizer
 
-    cfg = compose([*MODEL_OVERRIDES, *data_overrides, f"paths.output_dir={workdir / 'prepare'}"])
+    cfg = compose([*MODEL_OVERRIDES, f"paths.output_dir={workdir / 'prepare'}"])
     torch.manual_seed(0)
     tokenizer = load_tokenizer(cfg.model)
     lm = load_causal_lm(cfg.model, tokenizer)
@@ -66,14 +81,26 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_worker(args: list[str]) -> dict:
-    """One measurement in a fresh process; its JSON result."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_worker.py"), *args],
+def run_worker(system: str, args: argparse.Namespace, *extra: str) -> dict:
+    """One measurement of `system` in a fresh process, with the shared options of `args`; its JSON
+    result."""
+    cmd = [system, "--workdir", str(args.workdir), "--steps", str(args.steps), "--warmup", str(args.warmup), *extra]
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_worker.py"), *cmd],
                           capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"step_worker {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"step_worker {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
 
 
 def summarise(result: dict) -> dict:

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from dftlab.data.tokenizer import char_tokenizer
 from dftlab.errors import ConfigError
 
+
 @contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """`module` in eval mode for the block, then every submodule as it was: not all in train mode,
