@@ -65,3 +65,12 @@ def ensure_base(cfg: DictConfig) -> Path:
     shutil.move(str(build / "export"), str(path))  # one rename: the cache never holds half a base
     shutil.move(str(build), str(path / "build"))
     return path
+
+
+def resolve_model(cfg: DictConfig) -> DictConfig:
+    """A resolved copy of `cfg.model` in which `embedded-base` is the base's directory (built first
+    when it is missing)."""
+    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    if model_cfg.name_or_path == EMBEDDED_BASE:
+        model_cfg.name_or_path = str(ensure_base(cfg))
+    return model_cfg

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.base import EMBEDDED_BASE, ensure_base
+from dftlab.base import resolve_model
 from dftlab.errors import ConfigError, build
 from dftlab.evaluation.report import ModelResults, evaluate_model, evaluate_path, rows
 from dftlab.evaluation.settings import EvalSettings
@@ -54,14 +54,6 @@ def _run_config(path: Path, key: str) -> DictConfig:
     return OmegaConf.load(config)
 
 
-def _resolve_base(model_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
-    """`model_cfg` with `embedded-base` replaced by the base's directory (built when missing)."""
-    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
-    if model_cfg.name_or_path == EMBEDDED_BASE:
-        model_cfg.name_or_path = str(ensure_base(OmegaConf.merge(cfg, {"model": model_cfg})))
-    return model_cfg
-
-
 def target(cfg: DictConfig) -> Target:
     if cfg.run and cfg.ckpt:
         raise ConfigError(f"run={cfg.run} and ckpt={cfg.ckpt}: give one of them")
@@ -89,12 +81,12 @@ def target(cfg: DictConfig) -> Target:
         else:
             log.info("no config.yaml beside %s: its model is this config's `model`", ckpt)
             run_cfg, label = cfg, ckpt.name
-        return Target(label, _resolve_base(run_cfg.model, run_cfg), run_cfg.data, weights)
+        return Target(label, resolve_model(run_cfg), run_cfg.data, weights)
     if cfg.model.name_or_path is None:
         raise ConfigError("model.name_or_path is null (fresh weights): give run=<run dir>, ckpt=<checkpoint> or "
                           "model.name_or_path=<model directory or hub name>")
     label = str(cfg.model.name_or_path)
-    return Target(label, _resolve_base(cfg.model, cfg), cfg.data)
+    return Target(label, resolve_model(cfg), cfg.data)
 
 
 def _task(cfg: DictConfig, t: Target):

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.base import EMBEDDED_BASE, ensure_base
+from dftlab.base import resolve_model
 from dftlab.callbacks.preemption import Preempted
 from dftlab.config import validate
 from dftlab.errors import build
@@ -64,13 +64,8 @@ def setup(cfg: DictConfig, extra_callbacks=()) -> Setup:
     quiet_logs()
     validate(cfg)
     loss = build(cfg.loss)
-    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    base_path = None
-    if model_cfg.name_or_path == EMBEDDED_BASE:
-        base_path = str(ensure_base(cfg))
-        model_cfg.name_or_path = base_path
-    elif model_cfg.name_or_path is not None:
-        base_path = model_cfg.name_or_path
+    model_cfg = resolve_model(cfg)
+    base_path = model_cfg.name_or_path  # None: fresh weights
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(model_cfg)
