@@ -142,12 +142,9 @@ class CausalLMWithLoss(nn.Module):
         mask = labels != IGNORE_INDEX
         targets = labels[mask]
         ctx = TokenContext(batch["seq_ids"][mask], batch["n_seqs"])
-        # Rows are right-padded: with causal attention no real token attends to padding, so no
-        # attention mask is needed, and the attention can take its plain causal fast path.
-        inputs = {"input_ids": batch["input_ids"], "use_cache": False}  # a cache also disables packing
-        if "position_ids" in batch:
+        inputs = self._model_inputs(batch)
+        if "position_ids" in inputs:
             self._check_packing()
-            inputs["position_ids"] = batch["position_ids"]
         if self.reference_mode == "dataset":
             ctx.ref_logp = batch["ref_logp"][mask].float()
         if self.use_chunked(labels.numel()):
@@ -169,6 +166,14 @@ class CausalLMWithLoss(nn.Module):
                 ctx.ref_logp = ref_logits.float().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
         return naive_token_loss(logits, targets, self.loss, ctx, normaliser, ref_logits)
 
+    def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict:
+        # Rows are right-padded: with causal attention no real token attends to padding, so no
+        # attention mask is needed, and the attention can take its plain causal fast path.
+        inputs = {"input_ids": batch["input_ids"], "use_cache": False}  # a cache also disables packing
+        if "position_ids" in batch:
+            inputs["position_ids"] = batch["position_ids"]
+        return inputs
+
     def _check_packing(self) -> None:
         if not self._packing_checked:
             ok, why = packing_isolates_sequences(self.lm)
@@ -181,9 +186,7 @@ class CausalLMWithLoss(nn.Module):
         """(TokenStats, entropy or None) of the target tokens, without a loss or a reference."""
         mask = batch["labels"] != IGNORE_INDEX
         targets = batch["labels"][mask]
-        inputs = {"input_ids": batch["input_ids"], "use_cache": False}
-        if "position_ids" in batch:
-            inputs["position_ids"] = batch["position_ids"]
+        inputs = self._model_inputs(batch)
         if self.use_chunked(mask.numel()):
             hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
             logp, correct, ent = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, entropy)
