@@ -19,11 +19,11 @@ log = logging.getLogger("dftlab")
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from dftlab.cli import train
     from dftlab.errors import ConfigError
-    from dftlab.run import run
 
     try:
-        summary = run(cfg)
+        summary = train(cfg)
     except (ConfigError, FileNotFoundError) as err:
         log.error("%s", err)
         sys.exit(2)

@@ -42,8 +42,8 @@ def run_case(loss_name: str, path: str, tokens: int, vocab: int, hidden: int, ch
     """One forward+backward in this process; returns time and extra peak memory."""
     import torch
 
+    from dftlab.engine import Head, chunk_rows_for, chunked_token_loss, naive_token_loss
     from dftlab.losses import TokenContext, build_loss
-    from dftlab.token_loss import Head, chunk_rows_for, chunked_token_loss, naive_token_loss
 
     torch.manual_seed(0)
     loss = build_loss(loss_name)

@@ -90,12 +90,12 @@ def run_dftlab(args) -> Steps:
 
 def _dataset(args):
     """dftlab's encoded training set and its data module (for batches and the tokenizer)."""
-    from dftlab.errors import build
+    from dftlab.config import instantiate
     from dftlab.models import load_tokenizer
 
     cfg = dftlab_config(args)
     tokenizer = load_tokenizer(cfg.model)
-    dm = build(cfg.data, tokenizer=tokenizer)
+    dm = instantiate(cfg.data, tokenizer=tokenizer)
     dm.setup("fit")
     return dm, cfg
 

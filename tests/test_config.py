@@ -6,8 +6,8 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from dftlab.config import CONFIG_DIR, compose_config, validate
-from dftlab.errors import ConfigError, build
+from dftlab.config import CONFIG_DIR, compose_config, instantiate, validate
+from dftlab.errors import ConfigError
 from dftlab.losses import LossConfigError
 from tests.conftest import ROOT
 
@@ -22,7 +22,7 @@ def options(group):
 def test_every_option_composes(group, option):
     cfg = compose_config([f"{group}={option}"])
     validate(cfg)
-    loss = build(cfg.loss)
+    loss = instantiate(cfg.loss)
     assert loss.name == cfg.loss.name
 
 
@@ -64,7 +64,7 @@ def test_bad_values_are_named(override, match):
 def test_bad_loss_parameters_are_named(override, match):
     cfg = compose_config(["loss=focal", override])
     with pytest.raises(LossConfigError, match=match):
-        build(cfg.loss)
+        instantiate(cfg.loss)
 
 
 def test_cli_errors_before_any_model(tmp_path):

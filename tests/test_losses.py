@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from dftlab.engine import naive_token_loss
 from dftlab.losses import MEMBERS, LossConfigError, TokenContext, build_loss
-from dftlab.token_loss import naive_token_loss
 
 
 def _setup(n=12, v=7, seed=0, ref_equal=False):

@@ -27,7 +27,7 @@ def test_token_statistics_and_one_lora_step_on_the_game(smollm2):
     from dftlab.data.encode import encode
     from dftlab.data.game24_task import Game24Task
     from dftlab.losses import build_loss
-    from dftlab.policy import CausalLMWithLoss
+    from dftlab.objective import CausalLMWithLoss
 
     cfg, tokenizer, lm = smollm2
     assert lm.config.model_type == "llama" and 130e6 < sum(p.numel() for p in lm.parameters()) < 140e6

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from dftlab.engine import Head, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, MEMBERS, TokenContext, build_loss
-from dftlab.policy import CausalLMWithLoss, head_reproduces_logits
-from dftlab.token_loss import Head, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
+from dftlab.objective import CausalLMWithLoss, head_reproduces_logits
 from tests.conftest import tiny_lm
 
 VARIANTS = [(name, {}) for name in MEMBERS] + [

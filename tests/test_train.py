@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from dftlab.cli import train
 from dftlab.reporting.runs import load_run
 from dftlab.run import run
 from tests.conftest import fast_cfg
@@ -47,14 +48,14 @@ def test_end_to_end_checkpoint_export_and_resume(run_dir, tmp_path):
 def test_fast_dev_run_with_missing_base_stays_fast(run_dir):
     """The default model is the embedded base; under fast_dev_run a one-step stand-in is built."""
     cfg = fast_cfg(run_dir, "trainer.fast_dev_run=true", fast=False)
-    summary = run(cfg)
+    summary = train(cfg)
     assert summary["steps"] == 1
     assert (run_dir / "base-fast-dev-run" / "export" / "config.json").exists()
     assert not (run_dir.parent / "cache").exists()  # nothing half-built is cached
 
 
 def test_embedded_base_is_built_once_and_cached(run_dir, tmp_path):
-    from dftlab.base import ensure_base
+    from dftlab.embedded_base import ensure_base
 
     small = [
         "model.base_overrides=['model.arch.hidden_size=32','model.arch.intermediate_size=64',"
@@ -70,7 +71,7 @@ def test_embedded_base_is_built_once_and_cached(run_dir, tmp_path):
     # the fine-tune starts from it and evaluates it side by side
     cfg = fast_cfg(run_dir, *small, "data.task.n_train=64", "data.task.n_val=16", "data.task.n_test=4",
                    "trainer.max_steps=2", "data.batch_size=16", "trainer.enable_progress_bar=false", fast=False)
-    summary = run(cfg)
+    summary = train(cfg)
     assert set(summary["eval"]["base"]) == set(summary["eval"]["finetuned"])
     assert list(path.glob("eval-*.json"))  # the base's results are cached beside it
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dftlab.errors import ConfigError
@@ -43,6 +45,19 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
         return compose(config_name=config_name, overrides=list(overrides or []))
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def instantiate(node, **kwargs):
+    """`hydra.utils.instantiate`, re-raising our own errors as they are (not wrapped by Hydra)."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, (ConfigError, FileNotFoundError)):
+            raise cause from None
+        raise
 
 
 def _require(ok: bool, key: str, value, allowed: str) -> None:
@@ -85,6 +100,7 @@ def validate(cfg: DictConfig) -> None:
         from dftlab.evaluation.settings import EvalSettings
 
         EvalSettings.from_cfg(cfg.eval, cfg.seed)
+    instantiate(cfg.loss)  # a loss checks its own parameters when it is built: cheap, and before any model
     if HydraConfig.initialized():
         check_launcher(HydraConfig.get().launcher, cfg.trainer)
 

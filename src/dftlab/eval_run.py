@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.base import resolve_model
-from dftlab.errors import ConfigError, build
+from dftlab.config import instantiate
+from dftlab.embedded_base import resolve_model
+from dftlab.errors import ConfigError
 from dftlab.evaluation.report import ModelResults, evaluate_model, evaluate_path, rows
 from dftlab.evaluation.settings import EvalSettings
 from dftlab.evaluation.table import describe, format_table
@@ -91,8 +92,8 @@ def target(cfg: DictConfig) -> Target:
 
 def _task(cfg: DictConfig, t: Target):
     if cfg.get("eval_task"):
-        return build(cfg.eval_task)
-    task = build(t.data_cfg.task)
+        return instantiate(cfg.eval_task)
+    task = instantiate(t.data_cfg.task)
     if task.eval_task is None:
         raise ConfigError(f"data.task ({type(task).__name__}) has no evaluation task: choose one, e.g. eval_task=math")
     return task.eval_task

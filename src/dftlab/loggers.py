@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.errors import build
+from dftlab.config import instantiate
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def build_logger(node: DictConfig, cfg: DictConfig):
     `wandb.Api()` show every setting (under a sweep the sweep's own values take precedence)."""
     if node.get("_target_") == f"{__name__}.wandb_logger":
         # a partial, so that the dict reaches W&B as it is (instantiate would wrap it in a DictConfig)
-        return build(node, _partial_=True)(run_config=flat_config(cfg))
-    return build(node)
+        return instantiate(node, _partial_=True)(run_config=flat_config(cfg))
+    return instantiate(node)
 
 
 def wandb_logger(project: str, name: str, save_dir: str, group: str | None = None, tags=(), mode=None,

@@ -3,7 +3,7 @@
 Members differ only in the weight `w_t` (and ASFT in one extra vocabulary-level term). A weight is
 detached (stop-gradient) unless its member says otherwise. Each member is a small object with a
 `token_loss(logp, ctx)` formula over a vector of target-token log-probabilities; the engine
-(`dftlab.token_loss`) supplies `logp` in fp32, either from full logits or chunk by chunk, and does
+(`dftlab.engine`) supplies `logp` in fp32, either from full logits or chunk by chunk, and does
 the reduction. Because a member is a formula over that vector, the chunked engine can take its
 exact derivative with autograd on the vector alone.
 """

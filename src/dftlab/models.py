@@ -27,6 +27,8 @@ def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
             m.training = training
 
 
+EMBEDDED_BASE = "embedded-base"  # model.name_or_path of the embedded base (resolved by `dftlab.embedded_base`)
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -16,7 +16,7 @@ from torchmetrics import SumMetric
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, TokenLoss
 from dftlab.models import is_lora, load_causal_lm
-from dftlab.policy import CausalLMWithLoss
+from dftlab.objective import CausalLMWithLoss
 from dftlab.rng import rng_state, set_rng_state
 from dftlab.strategies import FSDP2Strategy
 

@@ -11,13 +11,11 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.base import resolve_model
 from dftlab.callbacks.preemption import Preempted
-from dftlab.config import validate
-from dftlab.errors import build
+from dftlab.config import instantiate, validate
 from dftlab.evaluation.report import evaluate_run
 from dftlab.loggers import build_logger
-from dftlab.models import load_tokenizer
+from dftlab.models import EMBEDDED_BASE, load_tokenizer
 from dftlab.module import FineTuneModule
 
 log = logging.getLogger(__name__)
@@ -55,21 +53,25 @@ class Setup:
 
 def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
     loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
-    return build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
-def setup(cfg: DictConfig, extra_callbacks=()) -> Setup:
-    """Validate, resolve the model (building the embedded base if needed), and build the objects."""
+def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = None) -> Setup:
+    """Validate and build the objects. `model_cfg`: `cfg.model` with `name_or_path` resolved to a
+    loadable model (the entry points resolve the embedded base: `dftlab.cli.train`)."""
     quiet_logs()
     validate(cfg)
-    loss = build(cfg.loss)
-    model_cfg = resolve_model(cfg)
+    loss = instantiate(cfg.loss)
+    if model_cfg is None:
+        model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    if model_cfg.name_or_path == EMBEDDED_BASE:
+        raise ConfigError(f"model.name_or_path={EMBEDDED_BASE}: resolve it first (dftlab.cli.train builds or finds it)")
     base_path = model_cfg.name_or_path  # None: fresh weights
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(model_cfg)
-    datamodule = build(cfg.data, tokenizer=tokenizer)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = FineTuneModule(model_cfg, loss, cfg.optim, cfg.engine, tokenizer)
     trainer = build_trainer(cfg, extra_callbacks)
     trainer.accumulate_grad_batches = datamodule.accumulation(trainer.world_size)
@@ -81,9 +83,9 @@ def setup(cfg: DictConfig, extra_callbacks=()) -> Setup:
     return Setup(module, datamodule, trainer, tokenizer, base_path)
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
     """Train as configured; returns the summary that is also written to `summary.json`."""
-    s = setup(cfg)
+    s = setup(cfg, model_cfg=model_cfg)
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
     loss = module.loss
     out = Path(cfg.paths.output_dir)

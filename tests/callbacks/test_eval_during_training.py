@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from dftlab.callbacks.eval_during_training import DIR, PLOT, POINTS, EvalDuringTraining, read_points
+from dftlab.callbacks.eval_during_training import EvalDuringTraining
 from dftlab.errors import ConfigError
+from dftlab.formats.eval_points import DIR, PLOT, POINTS, read_points
 from dftlab.reporting.runs import load_run
 from dftlab.run import run
 from tests.conftest import ROOT, fast_cfg

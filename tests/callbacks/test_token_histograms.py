@@ -11,10 +11,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dftlab.callbacks.prob_histogram import DIR, PAPER_EDGES, load_point
 from dftlab.callbacks.token_histograms import LOWEST_COLUMNS, TokenHistograms, subset_indices
-from dftlab.config import compose_config
-from dftlab.errors import ConfigError, build
+from dftlab.config import compose_config, instantiate
+from dftlab.errors import ConfigError
+from dftlab.formats.token_probs import DIR, PAPER_EDGES, load_point
 from dftlab.models import load_tokenizer
 from dftlab.run import run
 from tests.conftest import ROOT, fast_cfg
@@ -38,7 +38,7 @@ def test_subset_depends_on_the_seed_and_the_dataset_size_only():
 
 def _train_rows(cfg):
     tokenizer = load_tokenizer(cfg.model)
-    data = build(cfg.data, tokenizer=tokenizer)
+    data = instantiate(cfg.data, tokenizer=tokenizer)
     data.setup()
     return data.datasets["train"].rows, tokenizer
 

@@ -8,7 +8,7 @@ from dftlab.data.encode import encode
 from dftlab.data.tokenizer import char_tokenizer
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, build_loss
-from dftlab.policy import CausalLMWithLoss
+from dftlab.objective import CausalLMWithLoss
 from tests.conftest import tiny_lm
 
 TOK = char_tokenizer()

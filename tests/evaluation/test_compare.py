@@ -11,8 +11,8 @@ import sys
 import pytest
 import yaml
 
-from dftlab.callbacks.eval_during_training import COLUMNS, DIR, POINTS
 from dftlab.evaluation.stats import wilson
+from dftlab.formats.eval_points import COLUMNS, DIR, POINTS
 from dftlab.reporting.compare import main
 from tests.conftest import FAST, ROOT
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dftlab.data.tokenizer import char_tokenizer
-from dftlab.evaluation.generate import decode, generate, stop_token_ids
+from dftlab.evaluation.decoding import decode, stop_token_ids
+from dftlab.evaluation.generate import generate
 from tests.conftest import tiny_lm
 
 PROMPTS = ["1,2,3,4|24:", "J=8,Q=9,K=10|A,7,K,3|24:", "5|", "10*3=30;7-1=6;30-6=", "Q", "A,A,A,A,A|24:"]

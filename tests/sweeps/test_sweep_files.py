@@ -11,8 +11,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from dftlab.config import CONFIG_DIR, validate
-from dftlab.errors import build
+from dftlab.config import CONFIG_DIR, instantiate, validate
 from dftlab.evaluation.report import HEADLINE
 from tests.conftest import ROOT
 from tests.sweeps.wandb_sweep import command, grid, load, schema_errors, validate_grid
@@ -50,7 +49,7 @@ def hydra_compose():
 def check_composed(cfg, point: dict, sweep_name: str) -> None:
     """The config a grid point composes to: valid, and holding the point's values and run name."""
     validate(cfg)
-    assert build(cfg.loss).name == cfg.loss.name
+    assert instantiate(cfg.loss).name == cfg.loss.name
     choices = cfg.hydra.runtime.choices
     assert choices.hparams_search == sweep_name
     for key, value in point.items():

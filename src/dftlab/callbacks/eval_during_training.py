@@ -20,7 +20,6 @@ kept out of the training throughput (`train/tokens_per_s`).
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from contextlib import contextmanager
@@ -33,17 +32,14 @@ from lightning.pytorch.loggers import WandbLogger
 from dftlab.callbacks.distributed import gather_uneven
 from dftlab.errors import ConfigError
 from dftlab.evaluation.runner import SplitResult, generate_and_score, select, summarise, verdicts
+from dftlab.formats.eval_points import DIR, PLOT, POINTS, append_points, read_points
 from dftlab.models import eval_mode
-from dftlab.reporting.progress_plot import Curve, plot_progress
+from dftlab.plots.progress import Curve, plot_progress
 from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
 
 KEY = "callbacks.eval_during_training"
-DIR = "eval_progress"
-POINTS = "points.csv"
-PLOT = "accuracy_vs_step.png"
-COLUMNS = ["step", "split", "metric", "value", "ci95_lo", "ci95_hi", "pass_at_k", "well_formed", "n", "k", "seconds"]
 FAST_DEV_RUN_PROBLEMS = 2
 
 
@@ -181,16 +177,11 @@ class EvalDuringTraining(L.Callback):
             metrics[f"eval/mean_{self.metric}"] = sum(r.accuracy for r in results.values()) / len(results)
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
-        path = self._out_dir(trainer) / POINTS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(COLUMNS)
-            for split, r in results.items():
-                w.writerow([step, split, self.metric, r.accuracy, *r.ci,
-                            "" if r.pass_at_k is None else r.pass_at_k, r.well_formed, r.n, k, round(seconds, 3)])
+        append_points(self._out_dir(trainer) / POINTS, [
+            [step, split, self.metric, r.accuracy, *r.ci, "" if r.pass_at_k is None else r.pass_at_k, r.well_formed,
+             r.n, k, round(seconds, 3)]
+            for split, r in results.items()
+        ])
         log.info("%s at step %d (%.1f s): %s", KEY, step, seconds,
                  ", ".join(f"{s} {100 * r.accuracy:.1f}%" for s, r in results.items()))
 
@@ -210,24 +201,6 @@ class EvalDuringTraining(L.Callback):
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 lg.log_image("eval/accuracy_vs_step", [str(path)], step=trainer.global_step)
-
-
-def read_points(path: Path) -> list[dict]:
-    """The points of a `points.csv`, numbers parsed; a step measured twice (a resumed run measures
-    the step it resumes at) keeps its latest measurement."""
-    if not path.exists():
-        return []
-    latest = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            point = {
-                "step": int(r["step"]), "split": r["split"], "metric": r["metric"], "value": float(r["value"]),
-                "ci95_lo": float(r["ci95_lo"]), "ci95_hi": float(r["ci95_hi"]), "n": int(r["n"]), "k": int(r["k"]),
-                "pass_at_k": float(r["pass_at_k"]) if r["pass_at_k"] else None,
-                "well_formed": float(r["well_formed"]), "seconds": float(r["seconds"]),
-            }
-            latest[(point["step"], point["split"], point["metric"])] = point
-    return list(latest.values())
 
 
 @contextmanager

@@ -24,11 +24,11 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from dftlab.callbacks.distributed import gather_uneven
-from dftlab.callbacks.prob_histogram import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges
 from dftlab.errors import ConfigError
+from dftlab.formats.token_probs import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges
 from dftlab.losses import IGNORE_INDEX
 from dftlab.models import eval_mode
-from dftlab.reporting.histogram_plot import plot_histograms
+from dftlab.plots.histograms import plot_histograms
 
 WANDB_MAX_BINS = 512
 LOWEST_COLUMNS = ["token_id", "token", "count", "mean_p"]

@@ -11,17 +11,8 @@ from transformers import GenerationConfig
 
 from dftlab.data.encode import prompt_ids
 from dftlab.evaluation import vllm_backend
+from dftlab.evaluation.decoding import decode, stop_token_ids
 from dftlab.models import eval_mode
-
-
-def stop_token_ids(generation_config, tokenizer) -> list[int]:
-    """The tokenizer's EOS and the model's own end tokens (from its generation config: a chat model
-    ends its turn with one, e.g. Qwen's `<|im_end|>`): generation stops at any of them, with
-    either backend."""
-    ids = [tokenizer.eos_token_id]
-    model_eos = getattr(generation_config, "eos_token_id", None)
-    ids += model_eos if isinstance(model_eos, list) else [model_eos]
-    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 @torch.no_grad()
@@ -92,13 +83,3 @@ def generate(
             for r, row in enumerate(new):
                 out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
     return out
-
-
-def decode(tokenizer, ids: list[int], eos: list[int], stop: list[str] | None) -> str:
-    """The text of generated ids up to the first end token, cut before the first stop string."""
-    end = next((i for i, t in enumerate(ids) if t in eos), len(ids))
-    text = tokenizer.decode(ids[:end], skip_special_tokens=True)
-    for s in stop or []:
-        if s in text:
-            text = text[: text.index(s)]
-    return text

@@ -22,6 +22,7 @@ from transformers import GenerationConfig
 
 from dftlab.data.encode import prompt_ids
 from dftlab.errors import ConfigError
+from dftlab.evaluation.decoding import decode, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,6 @@ def generate(
     """`n` completions per prompt, as `dftlab.evaluation.generate.generate` makes them: the same
     prompt ids, end tokens and decoding; vLLM's top-k and penalties are off by default."""
     from vllm import SamplingParams
-
-    from dftlab.evaluation.generate import decode, stop_token_ids
 
     sample = temperature > 0
     eos = stop_token_ids(model.generation_config, tokenizer)

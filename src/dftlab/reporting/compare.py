@@ -22,9 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from dftlab.callbacks.eval_during_training import DIR, POINTS, read_points
 from dftlab.evaluation.stats import wilson
-from dftlab.reporting.progress_plot import Curve, plot_progress
+from dftlab.formats.eval_points import DIR, POINTS, read_points
+from dftlab.plots.progress import Curve, plot_progress
 from dftlab.reporting.runs import Run, find_runs
 
 BASE = "base"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dftlab.callbacks.prob_histogram import FINAL, ProbHistogram, load_point
-from dftlab.reporting.histogram_plot import plot_histograms
+from dftlab.formats.token_probs import FINAL, ProbHistogram, load_point
+from dftlab.plots.histograms import plot_histograms
 
 # summary name: (heading, format); p to six places, where a confident model's median differs from 1
 COLUMNS = {

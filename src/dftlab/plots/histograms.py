@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dftlab.callbacks.prob_histogram import ProbHistogram, paper_bin_labels
+from dftlab.formats.token_probs import ProbHistogram, paper_bin_labels
 
 
 def plot_histograms(series: Sequence[tuple[str, ProbHistogram]], path: Path, title: str) -> Path:

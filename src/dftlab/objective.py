@@ -13,10 +13,10 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from dftlab.engine import Head, TokenStats, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
 from dftlab.errors import ConfigError
 from dftlab.losses import IGNORE_INDEX, TokenContext, TokenLoss
 from dftlab.models import eval_mode, is_lora
-from dftlab.token_loss import Head, TokenStats, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dftlab.config import compose_config
+from dftlab.models import EMBEDDED_BASE
+from dftlab.run import run
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_BASE = "embedded-base"
 _KEY_FIELDS = ("model", "data", "loss", "optim", "engine", "seed")
 
 
@@ -44,8 +45,6 @@ def ensure_base(cfg: DictConfig) -> Path:
     Under `trainer.fast_dev_run` a missing base is not built in full: a one-step stand-in is built
     in the run directory, so a smoke test stays fast on a fresh machine.
     """
-    from dftlab.run import run  # the base is built by an ordinary run
-
     base_cfg = base_config(cfg)
     path = Path(cfg.paths.cache_dir) / f"base-{base_key(base_cfg)}"
     if (path / "config.json").exists():
