@@ -14,7 +14,9 @@ from pathlib import Path
 
 import workload
 
-LOSSES = ["sft", "dft", "focal", "iw_sft", "asft", "mixce", "prob_power"]
+from dftlab.losses import REGISTRY
+
+LOSSES = list(REGISTRY)  # every member of the family
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dftlab.engine import naive_token_loss
-from dftlab.losses import MEMBERS, LossConfigError, TokenContext, build_loss
+from dftlab.losses import REGISTRY, LossConfigError, TokenContext, build_loss
 
 
 def _setup(n=12, v=7, seed=0, ref_equal=False):
@@ -152,7 +152,7 @@ def test_every_member_finite_at_p_zero_and_one(gamma, dtype):
     logits = torch.tensor([[200.0, -200.0, -200.0], [-200.0, 200.0, 0.0], [0.0, 0.0, 0.0]], dtype=dtype)
     targets = torch.tensor([0, 0, 2])
     seq = torch.tensor([0, 0, 1])
-    losses = [build_loss(n) for n in MEMBERS] + [build_loss("focal", gamma=gamma), build_loss("dft", min_p=0.1),
+    losses = [build_loss(n) for n in REGISTRY] + [build_loss("focal", gamma=gamma), build_loss("dft", min_p=0.1),
                                                  build_loss("dft", level="sequence"), build_loss("iw_sft", level="token")]
     for loss in losses:
         value, grad, stats = _loss(loss, logits, targets, logits.flip(0), seq)
@@ -211,3 +211,92 @@ def test_iw_sft_sequence_weight_clamped():
 def test_bad_parameters_name_the_key(name, params, match):
     with pytest.raises(LossConfigError, match=match):
         build_loss(name, **params)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+
+def _loss_configs():
+    from omegaconf import OmegaConf
+
+    from dftlab.config import CONFIG_DIR, compose_config
+
+    return {p.stem: OmegaConf.to_container(compose_config([f"loss={p.stem}"]).loss, resolve=True)
+            for p in (CONFIG_DIR / "loss").glob("*.yaml")}
+
+
+def test_every_member_has_its_config_and_every_config_a_member():
+    configs = _loss_configs()
+    for name in REGISTRY:
+        assert configs[name]["name"] == name and configs[name]["label"] == name, name
+    for stem, node in configs.items():
+        assert node["name"] in REGISTRY, stem
+        assert node["label"] == stem  # a preset's label is its file's name: runs and reports use it
+        loss = build_loss(**{k: v for k, v in node.items() if k != "_target_"})
+        assert loss.label == stem
+
+
+def test_a_name_is_registered_once():
+    from dftlab.losses import TokenLoss
+
+    with pytest.raises(TypeError, match="registered twice"):
+        type("Again", (TokenLoss,), {}, name="dft")
+
+
+def test_anti_dft_preset_weight_is_one_minus_p_detached():
+    logits, targets, ref, seq = _setup()
+    node = _loss_configs()["anti_dft"]
+    loss = build_loss(**{k: v for k, v in node.items() if k != "_target_"})
+    logp = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).requires_grad_(True)
+    w = loss.weight(logp, TokenContext(seq, 3))
+    torch.testing.assert_close(w, 1 - logp.detach().exp(), rtol=0, atol=1e-12)
+    assert not w.requires_grad
+
+
+# --- EAFT: a weight from the predictive distribution's entropy ----------------------------------
+
+
+def _eaft_reference(logits, targets, alpha, topk=None):
+    """EAFT written independently: the entropy from softmax in fp64, the top-k from sorting."""
+    p = logits.double().softmax(-1)
+    if topk is not None:
+        p = p.sort(-1, descending=True).values[:, :topk]
+        p = p / p.sum(-1, keepdim=True)
+    h = -(p * p.log()).sum(-1)
+    h_max = math.log(logits.shape[-1] if topk is None else topk)
+    ce = -logits.double().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    return ((h / h_max) ** alpha * ce).sum()
+
+
+@pytest.mark.parametrize("alpha, topk", [(1.0, None), (0.5, None), (1.0, 3), (2.0, 5)])
+def test_eaft_equals_its_definition(alpha, topk):
+    logits, targets, ref, seq = _setup()
+    value, grad, _ = _loss(build_loss("eaft", alpha=alpha, topk=topk), logits, targets, ref, seq)
+    torch.testing.assert_close(value, _eaft_reference(logits, targets, alpha, topk), rtol=1e-10, atol=1e-12)
+    # the weight is detached: the gradient is the weight times SFT's
+    x = logits.clone().requires_grad_(True)
+    p = x.double().softmax(-1)
+    h = -(p * p.log()).sum(-1) if topk is None else None
+    if h is not None:
+        w = (h / math.log(logits.shape[-1])).detach() ** alpha
+        ce = -x.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+        (expected,) = torch.autograd.grad((w * ce).sum(), x)
+        torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_eaft_on_uniform_logits_is_sft():
+    logits = torch.zeros(6, 9, dtype=torch.float64)  # H = log V: the weight is 1
+    targets, seq = torch.arange(6), torch.zeros(6, dtype=torch.long)
+    for params in ({"alpha": 1.0}, {"alpha": 2.0}, {"topk": 4}):
+        v, g, _ = _loss(build_loss("eaft", **params), logits, targets, logits, seq)
+        v_sft, g_sft, _ = _loss(build_loss("sft"), logits, targets, logits, seq)
+        torch.testing.assert_close(v, v_sft, rtol=0, atol=1e-12)
+        torch.testing.assert_close(g, g_sft, rtol=0, atol=1e-12)
+
+
+def test_eaft_alpha_zero_is_sft():
+    logits, targets, ref, seq = _setup()
+    v, g, _ = _loss(build_loss("eaft", alpha=0.0), logits, targets, ref, seq)
+    v_sft, g_sft, _ = _loss(build_loss("sft"), logits, targets, ref, seq)
+    torch.testing.assert_close(v, v_sft, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g, g_sft, rtol=0, atol=1e-12)

@@ -5,11 +5,11 @@ import torch
 
 from dftlab.engine import Head, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
 from dftlab.errors import ConfigError
-from dftlab.losses import IGNORE_INDEX, MEMBERS, TokenContext, build_loss
+from dftlab.losses import ENTROPY, IGNORE_INDEX, MAX_PROB, REGISTRY, TokenContext, build_loss, topk_entropy
 from dftlab.objective import CausalLMWithLoss, head_reproduces_logits
 from tests.conftest import tiny_lm
 
-VARIANTS = [(name, {}) for name in MEMBERS] + [
+VARIANTS = [(name, {}) for name in REGISTRY] + [
     ("dft", {"level": "sequence"}),
     ("dft", {"level": "geometric", "min_p": 0.05, "alpha": 0.5}),
     ("focal", {"gamma": 0.5}),
@@ -17,6 +17,8 @@ VARIANTS = [(name, {}) for name in MEMBERS] + [
     ("prob_power", {"alpha": 0.3}),
     ("iw_sft", {"level": "token"}),
     ("asft", {"kl_coef": 0.1}),
+    ("eaft", {"topk": 4, "alpha": 0.5}),
+    ("eaft", {"alpha": 2.0}),
 ]
 
 
@@ -77,10 +79,23 @@ def test_chunked_without_targets_and_without_grad():
 
 def test_token_logprobs_entropy():
     hidden, weight, b, targets, _, _, _ = _inputs()
-    logp, correct, ent = token_logprobs(hidden, Head(weight, b), targets, 8, entropy=True)
+    logp, correct, stats = token_logprobs(hidden, Head(weight, b), targets, 8, (ENTROPY,))
+    ent = stats[ENTROPY]
     full = (hidden @ weight.t() + b).log_softmax(-1)
     torch.testing.assert_close(logp, full.gather(1, targets[:, None]).squeeze(1))
     torch.testing.assert_close(ent, -(full.exp() * full).sum(-1))
+
+
+def test_distribution_statistics_against_their_definitions():
+    hidden, weight, b, targets, _, _, _ = _inputs()
+    wanted = (ENTROPY, MAX_PROB, topk_entropy(5))
+    _, _, stats = token_logprobs(hidden, Head(weight, b), targets, 8, wanted)
+    p = (hidden.double() @ weight.double().t() + b.double()).softmax(-1)
+    fp32 = {"rtol": 1e-5, "atol": 1e-6}  # fp32 statistics against an fp64 computation
+    torch.testing.assert_close(stats[MAX_PROB].double(), p.max(-1).values, **fp32)
+    top = p.sort(-1, descending=True).values[:, :5]
+    top = top / top.sum(-1, keepdim=True)
+    torch.testing.assert_close(stats[topk_entropy(5)].double(), -(top * top.log()).sum(-1), **fp32)
 
 
 def test_chunk_rows_for():

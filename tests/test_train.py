@@ -7,16 +7,21 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dftlab.cli import train
+from dftlab.config import CONFIG_DIR
 from dftlab.reporting.runs import load_run
 from dftlab.run import run
 from tests.conftest import fast_cfg
 
+CLASSES = {"sft": "SFT", "dft": "DFT", "focal": "Focal", "iw_sft": "IWSFT", "asft": "ASFT", "mixce": "MixCE",
+           "prob_power": "ProbPower", "eaft": "EAFT", "anti_dft": "Focal"}
 
-@pytest.mark.parametrize("loss", ["sft", "dft", "focal", "iw_sft"])
+
+@pytest.mark.parametrize("loss", sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml")))
 def test_one_fast_run_per_loss(run_dir, loss):
     summary = run(fast_cfg(run_dir, f"loss={loss}"))
     assert summary["steps"] == 2
-    assert summary["loss"].startswith({"sft": "SFT", "dft": "DFT", "focal": "Focal", "iw_sft": "IWSFT"}[loss])
+    assert summary["loss"].startswith(CLASSES[loss])
+    assert summary["label"] == loss
     assert set(summary["eval"]["finetuned"]) == {
         "test_id", "test_ood_rule_all5", "test_ood_rule_all7", "test_ood_rule_faces11_13", "test_ood_cards"
     }

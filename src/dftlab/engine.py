@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dftlab.losses import TokenContext, TokenLoss
+from dftlab.losses import ENTROPY, MAX_PROB, TokenContext, TokenLoss, check_stat
 
 
 @dataclass
@@ -69,6 +69,30 @@ def _kl_ref(ref_logp_all: Tensor, logp_all: Tensor) -> Tensor:
     return (ref_logp_all.exp() * (ref_logp_all - logp_all)).sum(-1)
 
 
+def position_stats(
+    logprobs: Tensor, targets: Tensor, stats: tuple[str, ...] = ()
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """From fp32 log-distributions [C, V]: log p of each target (differentiable when `logprobs` is),
+    whether it is the argmax, and the requested statistics of each row's distribution (detached).
+    Every path that needs these (both engines, the reference, token statistics) computes them here."""
+    logp = logprobs.gather(1, targets[:, None]).squeeze(1)
+    with torch.no_grad():
+        lp = logprobs.detach()
+        correct = lp.argmax(-1) == targets
+        out = {}
+        for name in stats:
+            k = check_stat(name)
+            if name == ENTROPY:
+                out[name] = -(lp.exp() * lp).sum(-1)
+            elif name == MAX_PROB:
+                out[name] = lp.amax(-1).exp()
+            else:
+                top = lp.topk(min(k, lp.shape[-1]), dim=-1).values
+                top = top - top.logsumexp(-1, keepdim=True)
+                out[name] = -(top.exp() * top).sum(-1)
+    return logp, correct, out
+
+
 def naive_token_loss(
     logits: Tensor,
     targets: Tensor,
@@ -79,38 +103,35 @@ def naive_token_loss(
 ) -> tuple[Tensor, TokenStats]:
     """The reference path: full fp32 log-softmax over [N, V] logits."""
     logprobs = _wide(logits).log_softmax(-1)
-    logp = logprobs.gather(1, targets[:, None]).squeeze(1)
-    per_token = loss.token_loss(logp, ctx)
+    logp, correct, ctx.stats = position_stats(logprobs, targets, loss.stats)
+    ctx.vocab_size = logits.shape[-1]
+    per_token = loss.per_token(logp, ctx)
     if loss.kl_coef:
         per_token = per_token + loss.kl_coef * _kl_ref(_wide(ref_logits).log_softmax(-1), logprobs)
-    return per_token.sum() / normaliser, TokenStats(logp.detach(), (logits.argmax(-1) == targets))
+    return per_token.sum() / normaliser, TokenStats(logp.detach(), correct)
 
 
 @torch.no_grad()
 def token_logprobs(
-    hidden: Tensor, head: Head, targets: Tensor, chunk_rows: int, entropy: bool = False
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """log p of each target, whether it is the argmax, and optionally the entropy (nats): chunked."""
-    n = hidden.shape[0]
-    dtype = _wide(hidden[:0]).dtype
-    logp = torch.empty(n, dtype=dtype, device=hidden.device)
-    correct = torch.empty(n, dtype=torch.bool, device=hidden.device)
-    ent = torch.empty(n, dtype=dtype, device=hidden.device) if entropy else None
-    for s in range(0, n, chunk_rows):
-        e = min(n, s + chunk_rows)
-        lp = _logits_fp32(hidden[s:e], head).log_softmax(-1)
-        logp[s:e] = lp.gather(1, targets[s:e, None]).squeeze(1)
-        correct[s:e] = lp.argmax(-1) == targets[s:e]
-        if entropy:
-            ent[s:e] = -(lp.exp() * lp).sum(-1)
-    return logp, correct, ent
+    hidden: Tensor, head: Head, targets: Tensor, chunk_rows: int, stats: tuple[str, ...] = ()
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """`position_stats` of hidden states through `head`, one chunk of rows at a time."""
+    parts = [
+        position_stats(_logits_fp32(hidden[s : s + chunk_rows], head).log_softmax(-1), targets[s : s + chunk_rows], stats)
+        for s in range(0, hidden.shape[0], chunk_rows)
+    ]
+    if not parts:  # no targets
+        empty = torch.empty(0, dtype=_wide(hidden[:0]).dtype, device=hidden.device)
+        return empty, torch.empty(0, dtype=torch.bool, device=hidden.device), {k: empty for k in stats}
+    logp, correct, chunk_stats = zip(*parts)
+    return torch.cat(logp), torch.cat(correct), {k: torch.cat([c[k] for c in chunk_stats]) for k in stats}
 
 
 def _member_grad(loss: TokenLoss, logp: Tensor, ctx: TokenContext, normaliser: float) -> tuple[Tensor, Tensor]:
-    """(d total / d logp, total) for total = sum_t token_loss_t / normaliser."""
+    """(d total / d logp, total) for total = sum_t per_token_t / normaliser."""
     with torch.enable_grad():
         x = logp.detach().requires_grad_(True)
-        total = loss.token_loss(x, ctx).sum() / normaliser
+        total = loss.per_token(x, ctx).sum() / normaliser
         (g,) = torch.autograd.grad(total, x)
     return g, total.detach()
 
@@ -127,8 +148,9 @@ class _ChunkedTokenLoss(torch.autograd.Function):
         correct = torch.empty(n, dtype=torch.bool, device=dev)
         g_all = None
         total = torch.zeros((), dtype=wide, device=dev)
+        ctx.vocab_size = weight.shape[0]
         if loss.needs_sequence_stats:
-            logp_all, correct, _ = token_logprobs(hidden, head, targets, chunk_rows)
+            logp_all, correct, ctx.stats = token_logprobs(hidden, head, targets, chunk_rows, loss.stats)
             g_all, total = _member_grad(loss, logp_all, ctx, normaliser)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=wide, device=dev) if need_w else None
@@ -141,8 +163,12 @@ class _ChunkedTokenLoss(torch.autograd.Function):
             # One [chunk, V] buffer is reused in place: logits -> shifted -> exp -> p -> gradient.
             logits = _logits_fp32(h, head)
             z_t = logits[rows, t]
+            chunk_ctx = None
             if g_all is None:
                 correct[s:e] = logits.argmax(-1) == t
+                chunk_ctx = ctx.slice(s, e)
+                if loss.stats:  # one more [chunk, V] buffer, for the members that ask for statistics
+                    chunk_ctx.stats = position_stats(logits.log_softmax(-1), t, loss.stats)[2]
             logits.sub_(logits.amax(-1, keepdim=True))
             shift = z_t - logits[rows, t]  # the row maxima
             cross_ref = None
@@ -156,7 +182,7 @@ class _ChunkedTokenLoss(torch.autograd.Function):
             logp = z_t - shift - log_sum
             if g_all is None:
                 logp_all[s:e] = logp
-                g, part = _member_grad(loss, logp, ctx.slice(s, e), normaliser)
+                g, part = _member_grad(loss, logp, chunk_ctx, normaliser)
                 total += part
             else:
                 g = g_all[s:e]

@@ -13,9 +13,17 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from dftlab.engine import Head, TokenStats, chunk_rows_for, chunked_token_loss, naive_token_loss, token_logprobs
+from dftlab.engine import (
+    Head,
+    TokenStats,
+    chunk_rows_for,
+    chunked_token_loss,
+    naive_token_loss,
+    position_stats,
+    token_logprobs,
+)
 from dftlab.errors import ConfigError
-from dftlab.losses import IGNORE_INDEX, TokenContext, TokenLoss
+from dftlab.losses import ENTROPY, IGNORE_INDEX, TokenContext, TokenLoss, check_stat
 from dftlab.models import eval_mode, is_lora
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,11 @@ class CausalLMWithLoss(nn.Module):
         if path not in PATHS:
             raise ConfigError(f"engine.path={path!r}: choose one of {', '.join(PATHS)}")
         self.lm, self.loss = lm, loss
+        for name in loss.stats:
+            try:
+                check_stat(name)
+            except ValueError as err:
+                raise ConfigError(f"loss {loss.label}: {err}") from None
         self.auto_mib = auto_mib
         self.vocab_size = lm.get_output_embeddings().weight.shape[0]
         self.chunk_rows = chunk_rows_for(self.vocab_size, chunk_mib)
@@ -163,7 +176,7 @@ class CausalLMWithLoss(nn.Module):
             with torch.no_grad(), self._reference_context():
                 ref_logits = self._reference_model()(**inputs).logits[mask]
             if ctx.ref_logp is None:
-                ctx.ref_logp = ref_logits.float().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+                ctx.ref_logp = position_stats(ref_logits.float().log_softmax(-1), targets)[0]
         return naive_token_loss(logits, targets, self.loss, ctx, normaliser, ref_logits)
 
     def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict:
@@ -187,14 +200,13 @@ class CausalLMWithLoss(nn.Module):
         mask = batch["labels"] != IGNORE_INDEX
         targets = batch["labels"][mask]
         inputs = self._model_inputs(batch)
+        wanted = (ENTROPY,) if entropy else ()
         if self.use_chunked(mask.numel()):
             hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
-            logp, correct, ent = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, entropy)
+            logp, correct, stats = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, wanted)
         else:
-            logprobs = self.lm(**inputs).logits[mask].float().log_softmax(-1)
-            logp = logprobs.gather(1, targets[:, None]).squeeze(1)
-            correct = logprobs.argmax(-1) == targets
-            ent = -(logprobs.exp() * logprobs).sum(-1) if entropy else None
+            logp, correct, stats = position_stats(self.lm(**inputs).logits[mask].float().log_softmax(-1), targets, wanted)
+        ent = stats.get(ENTROPY)
         return TokenStats(logp, correct), ent
 
     @torch.no_grad()

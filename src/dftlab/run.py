@@ -107,6 +107,7 @@ def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
     summary = {
         "run_dir": str(out),
         "loss": repr(loss),
+        "label": loss.label,
         "steps": trainer.global_step,
         "val_ce": _metric(trainer, "val/ce"),
         "data_skipped": datamodule.skipped,

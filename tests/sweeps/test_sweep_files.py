@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from dftlab.config import CONFIG_DIR, instantiate, validate
 from dftlab.evaluation.report import HEADLINE
+from dftlab.losses import REGISTRY
 from tests.conftest import ROOT
 from tests.sweeps.wandb_sweep import command, grid, load, schema_errors, validate_grid
 
@@ -58,8 +59,8 @@ def check_composed(cfg, point: dict, sweep_name: str) -> None:
         else:
             got = OmegaConf.select(cfg, key)
             assert got == value and type(got) is type(value), (key, got, value)
-    if "loss" in point:
-        assert cfg.loss.name == point["loss"]
+    if "loss" in point:  # a preset keeps its member's name and carries its own label
+        assert cfg.loss.label == point["loss"] and cfg.loss.name in REGISTRY
     assert cfg.run_name == expected_name(sweep_name, point)
     assert cfg.trainer.max_steps == -1  # the data, not a step count, fixes each run's length
 
@@ -152,6 +153,8 @@ def test_every_hparams_search_has_a_sweep_file():
 def test_loss_family_covers_every_loss():
     values = load(ROOT / "sweeps" / "loss_family.yaml")["parameters"]["loss"]["values"]
     assert values == sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
+    multirun = load(CONFIG_DIR / "hparams_search" / "loss_family.yaml")["hydra"]["sweeper"]["params"]["loss"]
+    assert multirun.split(",") == values  # the Hydra multirun twin
 
 
 def test_paper_grids():

@@ -129,7 +129,7 @@ def from_wandb(run, split: str | None) -> Result | None:
     """A W&B run's config (flat keys: the run's own and its sweep's) and summary, or None when
     it lacks the metric or the parameters."""
     config, summary = dict(run.config), run.summary
-    loss = lookup(config, "loss.name") or lookup(config, "loss")
+    loss = lookup(config, "loss.label") or lookup(config, "loss.name") or lookup(config, "loss")
     lr, batch_size = lookup(config, "optim.lr"), lookup(config, "data.batch_size")
     acc = summary.get(metric_name(split))
     if not isinstance(loss, str) or lr is None or batch_size is None or acc is None:

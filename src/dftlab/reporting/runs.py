@@ -31,7 +31,8 @@ class Run:
 
     @property
     def loss(self) -> str:
-        return self.get("loss.name")
+        """The loss's label (a preset's own name), or its name in runs made before labels existed."""
+        return self.get("loss.label") or self.get("loss.name")
 
     def metrics(self) -> list[dict[str, float]]:
         """Every logged row of every CSV version, in order, with numbers parsed and blanks dropped."""
