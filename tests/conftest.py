@@ -42,21 +42,8 @@ def run_dir(tmp_path, monkeypatch):
     return tmp_path / "run"
 
 
-# A run small enough for a test: a 1-layer scratch model, a few problems, a few steps.
-FAST = [
-    "model=scratch",
-    "model.arch.hidden_size=32",
-    "model.arch.intermediate_size=64",
-    "model.arch.num_hidden_layers=1",
-    "data.task.n_train=64",
-    "data.task.n_val=16",
-    "data.task.n_test=4",
-    "data.batch_size=16",
-    "trainer.max_steps=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "eval.batch_size=64",
-]
+# A run small enough for a test: a 1-layer scratch model, a few problems, a few steps (configs/debug/tiny.yaml).
+FAST = ["debug=tiny"]
 
 
 def fast_cfg(run_dir, *overrides, fast=True):

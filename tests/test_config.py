@@ -96,3 +96,19 @@ def test_a_missing_model_path_is_named_before_training(tmp_path):
 @pytest.mark.parametrize("model", options("model"))
 def test_remote_code_is_off_unless_asked(model):
     assert compose_config([f"model={model}"]).model.get("trust_remote_code", False) is False
+
+
+def test_setup_refuses_an_unresolved_embedded_base(tmp_path):
+    from dftlab.run import setup
+
+    with pytest.raises(ConfigError, match="model.name_or_path=embedded-base: resolve it first"):
+        setup(compose_config([f"paths.output_dir={tmp_path}/run"]))
+
+
+@pytest.mark.parametrize("override, match", [
+    ("data.batch_size=3.5", "data.batch_size=3.5 is not allowed: a whole number of rows"),
+    ("engine.auto_mib=-1", "engine.auto_mib=-1.0 is not allowed"),
+])
+def test_typed_settings_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(compose_config([override]))

@@ -35,12 +35,8 @@ def _overrides(recipe, stand_ins, run_dir):
     eval_task = [f"data.task.eval_task.data_dir={BENCHMARKS}", "data.task.eval_task.max_problems=2",
                  "data.task.eval_task.max_new_tokens=8"] if BENCHMARKS else ["data.task.eval_task=null"]
     return [
-        f"experiment={recipe}", f"model.name_or_path={stand_ins / 'model'}", "model.dtype=float32",
-        f"data.task.path={stand_ins / 'numina.jsonl'}", "data.task.max_rows=null", "data.task.val_size=8",
-        "data.batch_size=8", "data.micro_batch_size=2", "data.max_length=96", "data.num_workers=0",
-        "trainer=cpu", "trainer.max_steps=2", "trainer.val_check_interval=null", "trainer.enable_progress_bar=false",
-        "callbacks.token_histograms.n_examples=8", "callbacks.token_histograms.batch_size=8",
-        "eval.samples.n=2", "eval.batch_size=16", "logger=csv", f"paths.output_dir={run_dir}", *eval_task,
+        f"experiment={recipe}", "debug=recipe", f"model.name_or_path={stand_ins / 'model'}",
+        f"data.task.path={stand_ins / 'numina.jsonl'}", "eval.samples.n=2", f"paths.output_dir={run_dir}", *eval_task,
     ]
 
 

@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -14,6 +15,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dftlab.errors import ConfigError
+from dftlab.settings import BatchPlan, EngineSettings, require
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -37,6 +39,8 @@ def job_dirname(num, overrides: str, limit: int = 150) -> str:
 for _name, _fn in (("package_dir", package_dir), ("job_dirname", job_dirname)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
+# typed groups: their keys, types and defaults are the dataclasses'
+ConfigStore.instance().store(group="engine", name="default", node=EngineSettings)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
@@ -60,42 +64,26 @@ def instantiate(node, **kwargs):
         raise
 
 
-def _require(ok: bool, key: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+def world_size(trainer: DictConfig) -> int:
+    """The number of ranks a trainer config asks for (1 when it is left to Lightning: `auto`)."""
+    devices = trainer.get("devices")
+    return devices * trainer.get("num_nodes", 1) if isinstance(devices, int) and devices > 0 else 1
 
 
 def validate(cfg: DictConfig) -> None:
     """Range checks of what Hydra's schema cannot know; the loss checks its own parameters."""
     o, d = cfg.optim, cfg.data
-    _require(o.lr > 0, "optim.lr", o.lr, "the learning rate must be > 0")
-    _require(0 <= o.warmup_ratio < 1, "optim.warmup_ratio", o.warmup_ratio, "need 0 <= warmup_ratio < 1")
-    _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "need >= 0")
-    _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two values in [0, 1)")
-    _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "null or > 0")
-    _require(d.batch_size >= 1, "data.batch_size", d.batch_size, "the global batch must be >= 1")
-    _require(d.max_length >= 2, "data.max_length", d.max_length, "must be >= 2")
-    devices = cfg.trainer.get("devices")
-    world = devices * cfg.trainer.get("num_nodes", 1) if isinstance(devices, int) and devices > 0 else 1
-    _require(d.batch_size % world == 0, "data.batch_size", d.batch_size, f"the global batch must divide over {world} rank(s)")
-    micro = d.get("micro_batch_size") or d.batch_size // world
-    _require(micro >= 1, "data.micro_batch_size", micro, "must be >= 1 (or null: no accumulation)")
-    _require(
-        (d.batch_size // world) % micro == 0,
-        "data.micro_batch_size",
-        micro,
-        f"must divide the {d.batch_size // world} rows a rank (data.batch_size={d.batch_size} over {world} rank(s))",
-    )
+    require(o.lr > 0, "optim.lr", o.lr, "the learning rate must be > 0")
+    require(0 <= o.warmup_ratio < 1, "optim.warmup_ratio", o.warmup_ratio, "need 0 <= warmup_ratio < 1")
+    require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "need >= 0")
+    require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two values in [0, 1)")
+    require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "null or > 0")
+    require(d.max_length >= 2, "data.max_length", d.max_length, "must be >= 2")
+    BatchPlan(d.batch_size, world_size(cfg.trainer), d.get("micro_batch_size"))
     accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
-    _require(accumulate == 1, "trainer.accumulate_grad_batches", accumulate,
+    require(accumulate == 1, "trainer.accumulate_grad_batches", accumulate,
              "accumulation is derived from data.batch_size and data.micro_batch_size; leave it at 1")
-    e = cfg.engine
-    _require(e.path in ("auto", "chunked", "naive"), "engine.path", e.path, "auto | chunked | naive")
-    _require(e.reduction in ("token", "official"), "engine.reduction", e.reduction, "token | official")
-    _require(e.reference in ("auto", "copy", "adapters", "dataset"), "engine.reference", e.reference,
-             "auto | copy | adapters | dataset")
-    _require(e.chunk_mib > 0, "engine.chunk_mib", e.chunk_mib, "must be > 0")
-    _require(e.on_non_finite in ("stop", "skip"), "engine.on_non_finite", e.on_non_finite, "stop | skip")
+    EngineSettings.from_cfg(cfg.engine)
     if cfg.get("eval"):  # checked now, not after training
         from dftlab.evaluation.settings import EvalSettings
 

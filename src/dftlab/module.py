@@ -13,17 +13,15 @@ import lightning as L
 import torch
 from torchmetrics import SumMetric
 
-from dftlab.errors import ConfigError
+from dftlab.config import instantiate
 from dftlab.losses import IGNORE_INDEX, TokenLoss
 from dftlab.models import is_lora, load_causal_lm
 from dftlab.objective import CausalLMWithLoss
 from dftlab.rng import rng_state, set_rng_state
+from dftlab.settings import EngineSettings
 from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
-
-REDUCTIONS = ("token", "official")
-
 
 class NonFiniteError(RuntimeError):
     pass
@@ -39,10 +37,8 @@ class FineTuneModule(L.LightningModule):
       micro-batches of a step without division, averaged over ranks. For faithful comparisons.
     """
 
-    def __init__(self, model, loss: TokenLoss, optim, engine, tokenizer=None):
+    def __init__(self, model, loss: TokenLoss, optim, engine: EngineSettings, tokenizer=None):
         super().__init__()
-        if engine.get("reduction", "token") not in REDUCTIONS:
-            raise ConfigError(f"engine.reduction={engine.get('reduction')!r}: choose one of {', '.join(REDUCTIONS)}")
         self.model_cfg, self.loss, self.optim_cfg, self.engine = model, loss, optim, engine
         self.tokenizer = tokenizer
         self.policy: CausalLMWithLoss | None = None
@@ -62,10 +58,10 @@ class FineTuneModule(L.LightningModule):
         self.policy = CausalLMWithLoss(
             lm,
             self.loss,
-            reference=self.engine.get("reference", "auto"),
-            path=self.engine.get("path", "auto"),
-            chunk_mib=self.engine.get("chunk_mib", 64),
-            auto_mib=self.engine.get("auto_mib", 256),
+            reference=self.engine.reference,
+            path=self.engine.path,
+            chunk_mib=self.engine.chunk_mib,
+            auto_mib=self.engine.auto_mib,
         )
         strategy = self._trainer.strategy if self._trainer is not None else None
         if isinstance(strategy, FSDP2Strategy):
@@ -102,7 +98,7 @@ class FineTuneModule(L.LightningModule):
 
     def _normaliser(self, batch) -> float:
         accumulation = self.trainer.accumulate_grad_batches
-        if self.engine.get("reduction", "token") == "official":
+        if self.engine.reduction == "official":
             # Lightning divides each micro-batch loss by the accumulation; official code does not
             n_local = int((batch["labels"] != IGNORE_INDEX).sum())
             return max(n_local, 1) / accumulation
@@ -177,7 +173,7 @@ class FineTuneModule(L.LightningModule):
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"step{step:06d}_rank{self.global_rank}.json"
         path.write_text(json.dumps(report, indent=2))
-        if self.engine.get("on_non_finite", "stop") == "skip":
+        if self.engine.on_non_finite == "skip":
             optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without gradients alone
             self.skipped_steps += 1
             log.warning("non-finite loss or gradient at step %d: step skipped (details in %s)", step, path)
@@ -225,26 +221,15 @@ class FineTuneModule(L.LightningModule):
     # --- optimizer -------------------------------------------------------------------------
 
     def configure_optimizers(self):
+        """`optim.optimizer` called with the parameter groups (weight decay on matrices only), and
+        `optim.schedule` with the optimizer and the number of optimizer steps, stepped every step."""
         cfg = self.optim_cfg
         decay, no_decay = [], []
         for p in self.policy.lm.parameters():
             if p.requires_grad:
                 (decay if p.dim() >= 2 else no_decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=tuple(cfg.betas),
-            eps=cfg.eps,
-        )
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = instantiate(cfg.optimizer)(groups)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(cfg.warmup_ratio * total)
-        min_ratio = cfg.get("min_lr_ratio", 0.0)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = instantiate(cfg.schedule)(optimizer, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

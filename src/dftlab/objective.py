@@ -25,10 +25,9 @@ from dftlab.engine import (
 from dftlab.errors import ConfigError
 from dftlab.losses import ENTROPY, IGNORE_INDEX, TokenContext, TokenLoss, check_stat
 from dftlab.models import eval_mode, is_lora
+from dftlab.settings import EngineSettings
 
 log = logging.getLogger(__name__)
-
-PATHS = ("auto", "chunked", "naive")
 
 
 def output_head(lm: nn.Module) -> Head:
@@ -82,14 +81,13 @@ class CausalLMWithLoss(nn.Module):
         self,
         lm: nn.Module,
         loss: TokenLoss,
-        reference: str | None = None,
-        path: str = "auto",
-        chunk_mib: float = 64,
-        auto_mib: float = 256,
+        reference: str = EngineSettings.reference,
+        path: str = EngineSettings.path,
+        chunk_mib: float = EngineSettings.chunk_mib,
+        auto_mib: float = EngineSettings.auto_mib,
     ):
         super().__init__()
-        if path not in PATHS:
-            raise ConfigError(f"engine.path={path!r}: choose one of {', '.join(PATHS)}")
+        EngineSettings(path=path, chunk_mib=chunk_mib, auto_mib=auto_mib, reference=reference)  # checks them
         self.lm, self.loss = lm, loss
         for name in loss.stats:
             try:
@@ -110,8 +108,6 @@ class CausalLMWithLoss(nn.Module):
         if reference == "auto":
             reference = "adapters" if is_lora(lm) else "copy"
         self.reference_mode = reference if loss.needs_reference else None
-        if self.reference_mode not in (None, "copy", "adapters", "dataset"):
-            raise ConfigError(f"engine.reference={reference!r}: choose auto, copy, adapters or dataset")
         if self.reference_mode == "adapters" and not is_lora(lm):
             raise ConfigError("engine.reference=adapters needs a LoRA model (model.lora.r > 0)")
         if self.reference_mode == "dataset" and loss.kl_coef:

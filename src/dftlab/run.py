@@ -13,10 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dftlab.callbacks.preemption import Preempted
 from dftlab.config import instantiate, validate
+from dftlab.errors import ConfigError
 from dftlab.evaluation.report import evaluate_run
 from dftlab.loggers import build_logger
 from dftlab.models import EMBEDDED_BASE, load_tokenizer
 from dftlab.module import FineTuneModule
+from dftlab.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +74,13 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(model_cfg)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    module = FineTuneModule(model_cfg, loss, cfg.optim, cfg.engine, tokenizer)
+    module = FineTuneModule(model_cfg, loss, cfg.optim, EngineSettings.from_cfg(cfg.engine), tokenizer)
     trainer = build_trainer(cfg, extra_callbacks)
-    trainer.accumulate_grad_batches = datamodule.accumulation(trainer.world_size)
+    plan = datamodule.plan(trainer.world_size)
+    trainer.accumulate_grad_batches = plan.accumulation
     log.info(
         "loss %r; global batch %d = %d rank(s) x %d micro-batch(es) x %d rows",
-        loss, datamodule.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
-        datamodule.micro(trainer.world_size),
+        loss, plan.global_batch, plan.world_size, plan.accumulation, plan.micro,
     )
     return Setup(module, datamodule, trainer, tokenizer, base_path)
 

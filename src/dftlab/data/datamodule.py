@@ -20,6 +20,7 @@ from dftlab.data.sampler import EMPTY, StepBatchSampler
 
 log = logging.getLogger(__name__)
 from dftlab.errors import ConfigError
+from dftlab.settings import BatchPlan
 
 
 class EncodedDataset:
@@ -97,25 +98,10 @@ class DataModule(L.LightningDataModule):
         self.datasets: dict[str, EncodedDataset] = {}
         self.skipped: dict[str, dict[str, int]] = {}
 
-    def micro(self, world_size: int) -> int:
-        """Rows per forward/backward pass; an impossible combination says which numbers to change."""
-        per_rank, rem = divmod(self.batch_size, world_size)
-        if rem or not per_rank:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} (the global batch) does not divide over "
-                f"{world_size} ranks: make it a multiple of {world_size}"
-            )
-        micro = self.micro_batch_size or per_rank
-        if per_rank % micro:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} over {world_size} rank(s) is {per_rank} rows a rank, "
-                f"not a multiple of data.micro_batch_size={micro}: choose a micro-batch that divides {per_rank}"
-            )
-        return micro
-
-    def accumulation(self, world_size: int) -> int:
-        """Micro-batches per optimizer step on each rank."""
-        return self.batch_size // world_size // self.micro(world_size)
+    def plan(self, world_size: int) -> BatchPlan:
+        """How a step's global batch splits over `world_size` ranks and into micro-batches; an
+        impossible combination says which numbers to change."""
+        return BatchPlan(self.batch_size, world_size, self.micro_batch_size)
 
     def _encode(self, split: str, rows: list[dict[str, str]]) -> tuple[list[Encoded], dict[str, int]]:
         kept, counts = [], Counter()
@@ -183,7 +169,7 @@ class DataModule(L.LightningDataModule):
     def _sampler(self, split: str, global_batch: int, shuffle: bool) -> StepBatchSampler:
         rank, world = self._world()
         counts = [e.n_targets for e in self.datasets[split].rows]
-        return StepBatchSampler(counts, global_batch, self.micro(world), rank, world, shuffle, self.seed)
+        return StepBatchSampler(counts, global_batch, self.plan(world).micro, rank, world, shuffle, self.seed)
 
     def _progress(self) -> tuple[int, int]:
         """(epoch, micro-batches of it already trained), read when a checkpoint is written."""
@@ -202,7 +188,7 @@ class DataModule(L.LightningDataModule):
         world = self._world()[1]
         return DataLoader(
             self.datasets["val"],
-            batch_sampler=self._sampler("val", self.micro(world) * world, shuffle=False),
+            batch_sampler=self._sampler("val", self.plan(world).micro * world, shuffle=False),
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
         )

@@ -20,6 +20,8 @@ import math
 import torch
 from torch.utils.data import Sampler
 
+from dftlab.settings import BatchPlan
+
 EMPTY = -1  # row index of an empty micro-batch's placeholder
 
 
@@ -36,11 +38,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         shuffle: bool = True,
         seed: int = 0,
     ):
-        if global_batch % world_size or (global_batch // world_size) % micro_batch:
-            raise ValueError(
-                f"a global batch of {global_batch} does not split into micro-batches of {micro_batch} "
-                f"over {world_size} rank(s)"
-            )
+        self.plan = BatchPlan(global_batch, world_size, micro_batch)  # refuses a step that does not split
         self.counts = target_counts
         self.global_batch, self.micro_batch = global_batch, micro_batch
         self.rank, self.world_size = rank, world_size
@@ -50,7 +48,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     @property
     def accumulation(self) -> int:
-        return self.global_batch // self.world_size // self.micro_batch
+        return self.plan.accumulation
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
