@@ -21,6 +21,7 @@ from dftlab.data.sampler import EMPTY, StepBatchSampler
 log = logging.getLogger(__name__)
 from dftlab.errors import ConfigError
 from dftlab.settings import BatchPlan
+from dftlab.tasks import TrainTask
 
 
 class EncodedDataset:
@@ -83,6 +84,8 @@ class DataModule(L.LightningDataModule):
         tokenizer=None,
     ):
         super().__init__()
+        if not isinstance(task, TrainTask):
+            raise ConfigError(f"data.task ({type(task).__name__}) is not a training task: it needs train() and val()")
         if truncation not in self.TRUNCATION:
             raise ConfigError(f"data.truncation={truncation!r}: choose keep (train on the kept part) or drop")
         self.task = task
@@ -124,11 +127,11 @@ class DataModule(L.LightningDataModule):
         return kept, dict(counts)
 
     def _cache_path(self) -> Path | None:
-        fingerprint = getattr(self.task, "fingerprint", None)
+        fingerprint = self.task.fingerprint()
         if self.cache_dir is None or fingerprint is None:
             return None
         tok = self.tokenizer
-        spec = [fingerprint(), tok.name_or_path, len(tok), tok.pad_token_id, tok.eos_token_id,
+        spec = [fingerprint, tok.name_or_path, len(tok), tok.pad_token_id, tok.eos_token_id,
                 getattr(tok, "chat_template", None), self.max_length, self.truncation]
         return Path(self.cache_dir) / "tokenized" / f"{hashlib.sha1(repr(spec).encode()).hexdigest()[:16]}.pt"
 
@@ -146,8 +149,8 @@ class DataModule(L.LightningDataModule):
             encoded = {}
             for split, rows in (("train", self.task.train()), ("val", self.task.val())):
                 encoded[split], self.skipped[split] = self._encode(split, rows)
-            if hasattr(self.task, "skipped"):
-                self.skipped["source"] = self.task.skipped()
+            if source := self.task.skipped():
+                self.skipped["source"] = source
             if cache is not None:
                 self._save_cache(cache, encoded)
         self.datasets = {split: EncodedDataset(rows) for split, rows in encoded.items()}

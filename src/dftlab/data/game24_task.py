@@ -17,6 +17,7 @@ from functools import cached_property
 
 from dftlab.data import game24
 from dftlab.errors import ConfigError
+from dftlab.tasks import EvalTask, TrainTask
 
 BUCKETS = {"base": (0, 50), "train": (50, 75), "val": (75, 80), "test_id": (80, 100)}
 
@@ -33,7 +34,7 @@ def _rule(value) -> game24.Rule:
     return rule  # type: ignore[return-value]
 
 
-class Game24Task:
+class Game24Task(TrainTask, EvalTask):
     """`corpus: finetune` trains on the fine-tuning part; `corpus: base` on the base corpus."""
 
     name = "game24"

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from dftlab.data.records import Records, read_dataset, read_jsonl
 from dftlab.errors import ConfigError
+from dftlab.tasks import TrainTask
 
 
-class TextTask:
+class TextTask(TrainTask):
     name = "text"
 
     def __init__(

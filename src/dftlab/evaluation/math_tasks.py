@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dftlab.errors import ConfigError
 from dftlab.evaluation.math_answers import extract_answer, extract_boxed, grade_many
+from dftlab.tasks import EvalTask
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ DFT_SETS = ("math_oai", "minerva_math", "olympiadbench", "aime24", "amc23")  # T
 _ID_FIELDS = ("unique_id", "id", "idx")
 
 
-class MathTask:
+class MathTask(EvalTask):
     """Evaluation on math benchmark sets; `test_splits` maps each set's name to its rows
     (`prompt`, `answer`, `id`).
 

@@ -60,10 +60,7 @@ def generate_and_score(
     )
     flat_rows = [row for row, outs in zip(rows, completions) for _ in outs]
     flat = [c for outs in completions for c in outs]
-    if hasattr(task, "score_many"):  # checks some answers in parallel
-        scores = task.score_many(flat_rows, flat)
-    else:
-        scores = [task.score(row, c) for row, c in zip(flat_rows, flat)]
+    scores = task.score_many(flat_rows, flat)
     records = [
         {
             **{k: row[k] for k in ("id", "answer") if k in row},
