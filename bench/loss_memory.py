@@ -66,7 +66,8 @@ def run_case(loss_name: str, path: str, tokens: int, vocab: int, hidden: int, ch
         value, _ = naive_token_loss(h @ w.t(), targets, loss, ctx, float(tokens), ref_logits)
     else:
         rows = chunk_rows_for(vocab, chunk_mib)
-        value, _ = chunked_token_loss(h, Head(w), targets, loss, ctx, float(tokens), rows, ref_h, Head(ref_w) if ref_w is not None else None)
+        ref_head = Head(ref_w) if ref_w is not None else None
+        value, _ = chunked_token_loss(h, Head(w), targets, loss, ctx, float(tokens), rows, ref_h, ref_head)
     value.backward()
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "extra_bytes": _status("VmHWM") - baseline, "loss": float(value)}

@@ -112,7 +112,9 @@ def run_plain(args) -> Steps:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(args.workdir + "/model", dtype=torch.float32,
                                                  attn_implementation="sdpa").train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=LR, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
     steps = Steps(args.warmup, args.profile)
     for i, batch in enumerate(loader):
         if i == args.warmup + args.steps:
@@ -167,7 +169,9 @@ def run_trl(args) -> Steps:
         save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=True, seed=0,
         dataloader_num_workers=0,
     )
-    model = AutoModelForCausalLM.from_pretrained(args.workdir + "/model", dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(
+        args.workdir + "/model", dtype=torch.float32, attn_implementation="sdpa"
+    )
     trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=dm.tokenizer, callbacks=[Timer()])
     trainer.data_collator = counted(trainer.data_collator)

@@ -60,7 +60,9 @@ def test_bad_values_are_named(override, match):
         validate(compose_config([override]))
 
 
-@pytest.mark.parametrize("override, match", [("loss.gamma=-1", "loss.gamma"), ("+loss.beta=1", "loss.beta is not a parameter")])
+@pytest.mark.parametrize(
+    "override, match", [("loss.gamma=-1", "loss.gamma"), ("+loss.beta=1", "loss.beta is not a parameter")]
+)
 def test_bad_loss_parameters_are_named(override, match):
     cfg = compose_config(["loss=focal", override])
     with pytest.raises(LossConfigError, match=match):

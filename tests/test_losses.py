@@ -153,7 +153,8 @@ def test_every_member_finite_at_p_zero_and_one(gamma, dtype):
     targets = torch.tensor([0, 0, 2])
     seq = torch.tensor([0, 0, 1])
     losses = [build_loss(n) for n in REGISTRY] + [build_loss("focal", gamma=gamma), build_loss("dft", min_p=0.1),
-                                                 build_loss("dft", level="sequence"), build_loss("iw_sft", level="token")]
+                                                 build_loss("dft", level="sequence"),
+                                                 build_loss("iw_sft", level="token")]
     for loss in losses:
         value, grad, stats = _loss(loss, logits, targets, logits.flip(0), seq)
         assert torch.isfinite(value), loss

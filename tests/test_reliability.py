@@ -180,7 +180,8 @@ def test_non_finite_skip_counts_and_does_not_update(tmp_path):
                 self.after = {n: p.detach().clone() for n, p in pl_module.policy.lm.named_parameters()}
 
     watch = Watch()
-    s = setup(fast_cfg(tmp_path, "loss=dft", *RESUMABLE, "engine.on_non_finite=skip"), extra_callbacks=[NaNAt(3), watch])
+    cfg = fast_cfg(tmp_path, "loss=dft", *RESUMABLE, "engine.on_non_finite=skip")
+    s = setup(cfg, extra_callbacks=[NaNAt(3), watch])
     s.trainer.fit(s.module, datamodule=s.datamodule)
     assert s.trainer.global_step == 10
     assert s.module.skipped_steps == 7  # the poisoned weight makes every later step non-finite

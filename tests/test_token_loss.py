@@ -47,12 +47,14 @@ def test_chunked_equals_naive(name, params, bias, chunk_rows):
     def grads(value, leaves):
         return torch.autograd.grad(value, [x for x in leaves if x is not None])
 
-    leaves = [hidden.clone().requires_grad_(), weight.clone().requires_grad_(), b.clone().requires_grad_() if bias else None]
+    leaves = [hidden.clone().requires_grad_(), weight.clone().requires_grad_(),
+              b.clone().requires_grad_() if bias else None]
     logits = leaves[0] @ leaves[1].t() + (leaves[2] if bias else 0)
     v_naive, s_naive = naive_token_loss(logits, targets, loss, ctx, 7.0, ref_logits)
     g_naive = grads(v_naive, leaves)
 
-    leaves = [hidden.clone().requires_grad_(), weight.clone().requires_grad_(), b.clone().requires_grad_() if bias else None]
+    leaves = [hidden.clone().requires_grad_(), weight.clone().requires_grad_(),
+              b.clone().requires_grad_() if bias else None]
     v_chunk, s_chunk = chunked_token_loss(
         leaves[0], Head(leaves[1], leaves[2]), targets, loss, ctx, 7.0, chunk_rows, ref_hidden, Head(ref_weight)
     )
@@ -73,7 +75,8 @@ def test_chunked_without_targets_and_without_grad():
     value.backward()
     assert value.item() == 0 and torch.count_nonzero(w.grad) == 0
     with torch.no_grad():
-        value, stats = chunked_token_loss(hidden, Head(weight), targets, build_loss("sft"), TokenContext(seq, 5), 1.0, 8)
+        value, stats = chunked_token_loss(hidden, Head(weight), targets, build_loss("sft"), TokenContext(seq, 5),
+                                          1.0, 8)
     assert not value.requires_grad and stats.logp.shape == targets.shape
 
 
@@ -124,7 +127,8 @@ def test_policy_chunked_equals_naive_on_real_architectures(model_type, tie, name
     results = []
     for path in ("naive", "chunked"):
         torch.manual_seed(0)
-        policy = CausalLMWithLoss(tiny_lm(model_type, tie=tie), build_loss(name), reference="copy", path=path, chunk_mib=1e-3)
+        policy = CausalLMWithLoss(tiny_lm(model_type, tie=tie), build_loss(name), reference="copy", path=path,
+                                  chunk_mib=1e-3)
         with torch.no_grad():  # move the policy away from its reference so the weights differ
             for p in policy.lm.parameters():
                 p.add_(0.01 * torch.randn_like(p))

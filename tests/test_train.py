@@ -26,7 +26,8 @@ def test_one_fast_run_per_loss(run_dir, loss):
         "test_id", "test_ood_rule_all5", "test_ood_rule_all7", "test_ood_rule_faces11_13", "test_ood_cards"
     }
     header = set().union(*(row.keys() for row in load_run(run_dir).metrics()))
-    for key in ("train/loss", "train/ce", "train/acc", "train/p_mean", "train/lr", "train/tokens_per_s", "val/ce", "val/acc"):
+    for key in ("train/loss", "train/ce", "train/acc", "train/p_mean", "train/lr", "train/tokens_per_s", "val/ce",
+                "val/acc"):
         assert key in header, key
 
 

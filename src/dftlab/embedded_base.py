@@ -50,7 +50,10 @@ def ensure_base(cfg: DictConfig) -> Path:
     if (path / "config.json").exists():
         return path
     fast = bool(OmegaConf.select(cfg, "trainer.fast_dev_run", default=False))  # eval.yaml has no trainer
-    build = Path(cfg.paths.output_dir) / "base-fast-dev-run" if fast else path.with_name(f".{path.name}.building-{os.getpid()}")
+    if fast:
+        build = Path(cfg.paths.output_dir) / "base-fast-dev-run"
+    else:
+        build = path.with_name(f".{path.name}.building-{os.getpid()}")
     OmegaConf.update(base_cfg, "paths.output_dir", str(build))
     OmegaConf.update(base_cfg, "paths.cache_dir", str(cfg.paths.cache_dir))
     if fast:

@@ -117,7 +117,8 @@ def token_logprobs(
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """`position_stats` of hidden states through `head`, one chunk of rows at a time."""
     parts = [
-        position_stats(_logits_fp32(hidden[s : s + chunk_rows], head).log_softmax(-1), targets[s : s + chunk_rows], stats)
+        position_stats(_logits_fp32(hidden[s : s + chunk_rows], head).log_softmax(-1), targets[s : s + chunk_rows],
+                       stats)
         for s in range(0, hidden.shape[0], chunk_rows)
     ]
     if not parts:  # no targets

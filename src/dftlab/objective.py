@@ -55,7 +55,8 @@ def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
         if head.bias is not None:
             got = got + head.bias.float()
         ok, err = _agree(got, expected, hidden.dtype)
-        return ok, "" if ok else f"hidden @ W.T differs from the model's logits by {err:.3g} (logit scaling or soft-capping)"
+        why = f"hidden @ W.T differs from the model's logits by {err:.3g} (logit scaling or soft-capping)"
+        return ok, "" if ok else why
 
 
 @torch.no_grad()
@@ -201,7 +202,8 @@ class CausalLMWithLoss(nn.Module):
             hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
             logp, correct, stats = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, wanted)
         else:
-            logp, correct, stats = position_stats(self.lm(**inputs).logits[mask].float().log_softmax(-1), targets, wanted)
+            logprobs = self.lm(**inputs).logits[mask].float().log_softmax(-1)
+            logp, correct, stats = position_stats(logprobs, targets, wanted)
         ent = stats.get(ENTROPY)
         return TokenStats(logp, correct), ent
 

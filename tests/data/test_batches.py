@@ -61,7 +61,9 @@ def _sampler(counts, global_batch, micro, world, rank, shuffle=True):
     return StepBatchSampler(counts, global_batch, micro, rank, world, shuffle, seed=1)
 
 
-@pytest.mark.parametrize("n, global_batch, micro, world", [(10, 4, 1, 2), (10, 4, 2, 1), (13, 8, 2, 2), (3, 4, 1, 2), (9, 6, 3, 2)])
+@pytest.mark.parametrize(
+    "n, global_batch, micro, world", [(10, 4, 1, 2), (10, 4, 2, 1), (13, 8, 2, 2), (3, 4, 1, 2), (9, 6, 3, 2)]
+)
 def test_sampler_shards_steps_exactly(n, global_batch, micro, world):
     counts = [i + 1 for i in range(n)]  # different numbers of target tokens per example
     per_rank = [list(_sampler(counts, global_batch, micro, world, r)) for r in range(world)]

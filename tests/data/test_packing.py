@@ -57,7 +57,8 @@ def test_packed_losses_equal_padded(model_type, name, path):
         keys = []
         for b in range(batch["labels"].shape[0]):
             for t in (batch["labels"][b] != IGNORE_INDEX).nonzero().flatten().tolist():
-                keys.append((int(batch["seq_ids"][b, t]), int(batch.get("position_ids", torch.arange(batch["labels"].shape[1]).expand_as(batch["labels"]))[b, t])))
+                positions = batch.get("position_ids", torch.arange(batch["labels"].shape[1]).expand_as(batch["labels"]))
+                keys.append((int(batch["seq_ids"][b, t]), int(positions[b, t])))
         per_token = dict(zip(keys, stats.logp.tolist()))
         results[mode] = (loss.detach(), per_token, {n: p.grad.clone() for n, p in policy.lm.named_parameters()})
     (l0, t0, g0), (l1, t1, g1) = results["padded"], results["packed"]

@@ -87,7 +87,8 @@ def test_truncation_counted_and_reported(tmp_path):
     path = _write(tmp_path / "t.jsonl", [json.dumps(r).encode() for r in rows])
     task = TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=2, chat_template=False, seed=1)
     keep = _datamodule(task, tmp_path / "k", max_length=20)
-    counts = {k: keep.skipped["train"].get(k, 0) + keep.skipped["val"].get(k, 0) for k in ("truncated_partly", "truncated_away")}
+    counts = {k: keep.skipped["train"].get(k, 0) + keep.skipped["val"].get(k, 0)
+              for k in ("truncated_partly", "truncated_away")}
     assert counts == {"truncated_partly": 3, "truncated_away": 2}
     assert len(keep.datasets["train"]) + len(keep.datasets["val"]) == 103
     drop = _datamodule(task, tmp_path / "d", max_length=20, truncation="drop")
@@ -96,7 +97,8 @@ def test_truncation_counted_and_reported(tmp_path):
 
 def test_tokenised_data_is_cached(tmp_path, monkeypatch):
     path = _jsonl(tmp_path, [BAD_ROWS["not_text"]])
-    task = TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=4, chat_template=False, max_bad_fraction=0.1)
+    task = TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=4, chat_template=False,
+                    max_bad_fraction=0.1)
     first = _datamodule(task, tmp_path)
     assert list((tmp_path / "cache" / "tokenized").glob("*.pt"))
     monkeypatch.setattr("dftlab.data.datamodule.encode", lambda *a, **k: pytest.fail("re-tokenised"))

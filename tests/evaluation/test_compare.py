@@ -73,7 +73,8 @@ def test_cells_are_mean_std_and_pooled_interval(tmp_path, capsys):
     assert f"| 50.0 ± 14.1 [{100 * lo:.1f}, {100 * hi:.1f}] |" in sampled.splitlines()[5]
     with open(tmp_path / "out" / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["mode"], r["row"]) for r in rows} == {(m, r) for m in ("greedy", "avg@4") for r in ("base", "sft", "dft")}
+    expected = {(m, r) for m in ("greedy", "avg@4") for r in ("base", "sft", "dft")}
+    assert {(r["mode"], r["row"]) for r in rows} == expected
     with open(tmp_path / "out" / "table_progress.csv", newline="") as f:
         progress = list(csv.DictReader(f))
     sft_id_50 = next(r for r in progress if (r["row"], r["split"], r["step"]) == ("sft", "test_id", "50"))
@@ -110,7 +111,8 @@ def test_the_comparison_command(tmp_path):
     assert "### Greedy accuracy (%)" in text and "### Average@2 (%), temperature 1, top_p 1" in text
     for row in ("| base |", "| sft (1 seed) |", "| dft (1 seed) |"):
         assert text.count(row) == 2, row  # in both tables
-    header = "| | test_id | test_ood_rule_all5 | test_ood_rule_all7 | test_ood_rule_faces11_13 | test_ood_cards | mean |"
+    header = ("| | test_id | test_ood_rule_all5 | test_ood_rule_all7 | test_ood_rule_faces11_13 | test_ood_cards "
+              "| mean |")
     assert header in text
     assert (tmp_path / "table_progress.png").stat().st_size > 1000
     with open(tmp_path / "table_progress.csv", newline="") as f:

@@ -31,7 +31,8 @@ def test_average_at_k_beside_greedy(run_dir, capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [("eval.samples={n: 0}", "eval.samples.n=0"), ("eval.samples={n: 8, top_p: 0}", "eval.samples.top_p=0.0"),
-     ("eval.samples={n: 8, k: 3}", r"eval.samples has unknown keys \['k'\]"), ("eval.backend=gpu", "eval.backend='gpu'")],
+     ("eval.samples={n: 8, k: 3}", r"eval.samples has unknown keys \['k'\]"),
+     ("eval.backend=gpu", "eval.backend='gpu'")],
 )
 def test_bad_sampling_settings_fail_before_training(override, message):
     with pytest.raises(ConfigError, match=message):

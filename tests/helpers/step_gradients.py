@@ -26,7 +26,8 @@ class CaptureGradients(L.Callback):
         trainer.should_stop = True
 
 
-def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "token", path: str = "naive", run_dir="/tmp",
+def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "token", path: str = "naive",
+                   run_dir="/tmp",
                    extra=()):
     from dftlab.config import compose_config
     from dftlab.run import setup

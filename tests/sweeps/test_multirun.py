@@ -31,7 +31,8 @@ def multirun(tmp_path_factory):
 
 
 def test_jobs_are_named_by_their_parameters(multirun):
-    assert sorted(p.name for p in multirun.iterdir() if p.is_dir()) == [f"{i}_dft_lr{lr}_seed0" for i, lr in enumerate(LRS)]
+    jobs = sorted(p.name for p in multirun.iterdir() if p.is_dir())
+    assert jobs == [f"{i}_dft_lr{lr}_seed0" for i, lr in enumerate(LRS)]
     runs = find_runs(multirun)
     assert [r.get("optim.lr") for r in runs] == [float(lr) for lr in LRS]
     for run in runs:
@@ -54,7 +55,8 @@ def test_figure_and_tables_from_the_multirun(multirun, tmp_path):
     assert (tmp_path / "fig3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "fig3.csv") as f:
         points = list(csv.DictReader(f))
-    assert [(p["axis"], float(p["x"]), p["loss"], p["n"]) for p in points] == [("lr", float(lr), "dft", "1") for lr in LRS]
+    expected = [("lr", float(lr), "dft", "1") for lr in LRS]
+    assert [(p["axis"], float(p["x"]), p["loss"], p["n"]) for p in points] == expected
     with open(tmp_path / "fig3_runs.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     table = (tmp_path / "fig3.md").read_text()

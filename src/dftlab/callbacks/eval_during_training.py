@@ -139,7 +139,9 @@ class EvalDuringTraining(L.Callback):
         if trainer.is_global_zero:
             self._publish(trainer, results, time.perf_counter() - started)
 
-    def _collect(self, trainer: L.Trainer, device, records: dict[str, list[dict]], gathered: bool) -> dict[str, SplitResult]:
+    def _collect(
+        self, trainer: L.Trainer, device, records: dict[str, list[dict]], gathered: bool
+    ) -> dict[str, SplitResult]:
         """Every rank's verdicts, per split (one collective for all splits)."""
         k, names = self.n_samples, list(self._problems)
         local = [

@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader
 from dftlab.data.collate import collate
 from dftlab.data.encode import Encoded, encode
 from dftlab.data.sampler import EMPTY, StepBatchSampler
-
-log = logging.getLogger(__name__)
 from dftlab.errors import ConfigError
 from dftlab.settings import BatchPlan
 from dftlab.tasks import TrainTask
+
+log = logging.getLogger(__name__)
 
 
 class EncodedDataset:
@@ -119,10 +119,12 @@ class DataModule(L.LightningDataModule):
             else:
                 kept.append(e)
         if counts:
-            log.warning("%s split: %s (max_length=%d, truncation=%s)", split, dict(counts), self.max_length, self.truncation)
+            log.warning("%s split: %s (max_length=%d, truncation=%s)", split, dict(counts), self.max_length,
+                        self.truncation)
         if not kept:
             raise ConfigError(
-                f"the {split} split is empty after tokenisation ({dict(counts)}): raise data.max_length={self.max_length}"
+                f"the {split} split is empty after tokenisation ({dict(counts)}): "
+                f"raise data.max_length={self.max_length}"
             )
         return kept, dict(counts)
 

@@ -70,7 +70,9 @@ class TextTask(TrainTask):
                 rows = datasets.load_from_disk(str(local))
                 rows = rows[self.split] if isinstance(rows, datasets.DatasetDict) else rows
             elif kind is None:
-                raise ConfigError(f"data.task.path={self.path!r}: use a .jsonl, .json or .parquet file or a dataset folder")
+                raise ConfigError(
+                    f"data.task.path={self.path!r}: use a .jsonl, .json or .parquet file or a dataset folder"
+                )
             else:
                 rows = datasets.load_dataset(kind, data_files=str(local), split="train")
         else:
@@ -84,7 +86,8 @@ class TextTask(TrainTask):
             self._records.check(self.max_bad_fraction, "data.task.max_bad_fraction")
             if len(self._records.rows) <= self.val_size:
                 raise ConfigError(
-                    f"{self.path}: {len(self._records.rows)} usable rows, not more than data.task.val_size={self.val_size}"
+                    f"{self.path}: {len(self._records.rows)} usable rows, "
+                    f"not more than data.task.val_size={self.val_size}"
                 )
         return self._records
 

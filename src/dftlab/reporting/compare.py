@@ -186,7 +186,8 @@ def write(root: Path, out: Path) -> str:
     parts.append(
         f"Each cell: mean ± standard deviation over seeds [95% Wilson interval of all problems and samples of all "
         f"seeds pooled], in %; {n} problems a split; `{MEAN}`: the mean over splits. The base row is one "
-        f"measurement when every fine-tune starts from the same base. {len(runs)} runs ({seeds} seed{'s' if seeds > 1 else ''}) from "
+        f"measurement when every fine-tune starts from the same base. "
+        f"{len(runs)} runs ({seeds} seed{'s' if seeds > 1 else ''}) from "
         f"`{root}`; wall time from the first run's start to the last run's end: {wall_time_s(runs) / 60:.1f} min."
     )
     text = "\n\n".join(parts) + "\n"

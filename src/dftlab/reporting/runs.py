@@ -63,6 +63,7 @@ def load_run(path: str | Path) -> Run:
 def find_runs(root: str | Path, finished: bool = True) -> list[Run]:
     """Every run under `root` (a run directory, a multirun directory, or a folder of them)."""
     root = Path(root)
-    dirs = sorted({p.parent for p in root.glob("**/config.yaml") if (p.parent / "csv").exists() or (p.parent / "summary.json").exists()})
+    dirs = sorted({p.parent for p in root.glob("**/config.yaml")
+                   if (p.parent / "csv").exists() or (p.parent / "summary.json").exists()})
     runs = [load_run(d) for d in dirs]
     return [r for r in runs if r.summary or not finished]
