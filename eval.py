@@ -6,30 +6,25 @@
     python eval.py model.name_or_path=Qwen/Qwen2.5-Math-1.5B eval_task=math 'eval.samples={n: 16}'
 """
 
-import logging
 import os
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
+import dftlab.config  # noqa: F401  (registers the config resolvers)
+from dftlab import entry
+
 os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
-log = logging.getLogger("dftlab")
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from dftlab.errors import ConfigError
     from dftlab.eval_run import evaluate_from_config
     from dftlab.run import quiet_logs
 
     quiet_logs()
-    try:
-        evaluate_from_config(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        log.error("%s", err)
-        sys.exit(2)
+    entry.run_task(evaluate_from_config, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    entry.main(main)

@@ -42,7 +42,10 @@ class FineTuneModule(L.LightningModule):
         self.model_cfg, self.loss, self.optim_cfg, self.engine = model, loss, optim, engine
         self.tokenizer = tokenizer
         self.policy: CausalLMWithLoss | None = None
-        self.val_sums = torch.nn.ModuleDict({k: SumMetric() for k in ("nll", "correct", "tokens")})
+        # nan_strategy "disable": a non-finite loss stays non-finite (the default drops NaN, reporting 0)
+        self.val_sums = torch.nn.ModuleDict(
+            {k: SumMetric(nan_strategy="disable") for k in ("nll", "correct", "tokens")}
+        )
         self._step_sums: torch.Tensor | None = None  # this optimizer step's sums, on the device
         self._step_rows: list[torch.Tensor] = []  # row ids of this step's micro-batches
         self._step_clock: float | None = None

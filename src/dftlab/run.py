@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.callbacks.preemption import Preempted
+from dftlab import checks, stopping
+from dftlab.callbacks.preemption import Preempted, Preemption
+from dftlab.callbacks.progress import progress_bar
 from dftlab.config import instantiate, validate
 from dftlab.errors import ConfigError
 from dftlab.evaluation.report import evaluate_run
@@ -54,8 +59,14 @@ class Setup:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
-    loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values()]
+    logger_cfgs = list((cfg.get("logger") or {}).values())
+    loggers = [build_logger(c, cfg) for c in logger_cfgs]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar())
+    if cfg.trainer.get("fast_dev_run") and any("wandb" in str(c.get("_target_", "")) for c in logger_cfgs):
+        log.warning("trainer.fast_dev_run: Lightning turns every logger off, so nothing goes to W&B; to smoke-test "
+                    "W&B, run a couple of steps instead: trainer.max_steps=2 trainer.max_epochs=-1")
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
@@ -74,6 +85,9 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(model_cfg)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    label = model_cfg.name_or_path or "model.arch (fresh weights)"
+    for key, task in (("data.task", datamodule.task), ("data.task.eval_task", datamodule.task.eval_task)):
+        checks.tokenizer_chat_template(task, tokenizer, key, label)
     module = FineTuneModule(model_cfg, loss, cfg.optim, EngineSettings.from_cfg(cfg.engine), tokenizer)
     trainer = build_trainer(cfg, extra_callbacks)
     plan = datamodule.plan(trainer.world_size)
@@ -85,41 +99,79 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     return Setup(module, datamodule, trainer, tokenizer, base_path)
 
 
-def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
-    """Train as configured; returns the summary that is also written to `summary.json`."""
+def run(cfg: DictConfig, model_cfg: DictConfig | None = None, resume_hint: str | None = None) -> dict:
+    """Train as configured; returns the summary that is also written to `summary.json`.
+
+    With the preemption callback configured, its signals stop the run anywhere (training, the final
+    validation, the export, the end-of-run evaluation) at the next batch boundary; what is finished
+    is kept, the summary says `"preempted": true`, and `ckpt_path=last` in the same directory goes on
+    from there. `resume_hint`: what the warning tells the user to run then (default: the resume
+    command of this run directory)."""
+    preemption = (cfg.get("callbacks") or {}).get("preemption")
+    signals = list(preemption.get("signals", stopping.DEFAULT_SIGNALS)) if preemption else []
+    with stopping.on_signals(signals) if signals else nullcontext():
+        return _run(cfg, model_cfg, resume_hint)
+
+
+def _run(cfg: DictConfig, model_cfg: DictConfig | None, resume_hint: str | None) -> dict:
     s = setup(cfg, model_cfg=model_cfg)
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
     loss = module.loss
     out = Path(cfg.paths.output_dir)
+    earlier = _stopped_summary(out)  # what an interrupted run of this directory had finished
     if trainer.is_global_zero:  # the resolved config: every value as this run used it
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    stage, stopped = "training", None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        preempted = False
-    except Preempted:
-        preempted = True
+    except (Preempted, SIGTERMException):  # Lightning's: a SIGTERM before training started
+        stopped = stopping.requested() or "SIGTERM"
 
     _report_data(trainer, datamodule.skipped)
     export = out / "export"
-    if not preempted:
-        if module.validated_at != trainer.global_step and trainer.limit_val_batches:
-            trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation CE
-        module.export(export, tokenizer)
+    step = trainer.global_step
     summary = {
         "run_dir": str(out),
         "loss": repr(loss),
         "label": loss.label,
-        "steps": trainer.global_step,
-        "val_ce": _metric(trainer, "val/ce"),
+        "steps": step,
+        "val_ce": None,
         "data_skipped": datamodule.skipped,
     }
-    if preempted:
-        summary["preempted"] = True
-        log.warning("stopped by a signal after step %d; resume with ckpt_path=last run_id=%s",
-                    trainer.global_step, out.name)
-    elif trainer.is_global_zero and cfg.eval.enabled and datamodule.task.eval_task is not None:
-        summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path, trainer.loggers)
+    try:
+        if stopped is None:
+            stage = "validation"
+            if earlier.get("steps") == step and earlier.get("val_ce_at") == step:
+                summary["val_ce"] = earlier["val_ce"]  # validated before the interruption
+            else:
+                if module.validated_at != step and trainer.limit_val_batches:
+                    stopping.check()
+                    trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's CE
+                summary["val_ce"] = _metric(trainer, "val/ce")
+            summary["val_ce_at"] = step
+            _warn_non_finite(summary["val_ce"])
+            stage = "export"
+            stopping.check()
+            if not (earlier.get("exported_at") == step and (export / "config.json").exists()):
+                module.export(export, tokenizer)
+            summary["exported_at"] = step
+            if trainer.is_global_zero and cfg.eval.enabled and datamodule.task.eval_task is not None:
+                stage = "evaluation"
+                summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path,
+                                               trainer.loggers, step=step)
+    except (stopping.StopRequested, SIGTERMException):
+        stopped = stopping.requested() or "SIGTERM"
+    if stopped is not None:
+        summary.update(preempted=True, stopped_by=stopped, stopped_in=stage)
+        if stage == "training" and summary["val_ce"] is None:
+            summary["val_ce"] = _metric(trainer, "val/ce")
+        saved = any(getattr(cb, "saved", False) for cb in trainer.callbacks if isinstance(cb, Preemption))
+        kept = {"training": "its checkpoint saved" if saved else "nothing new to save",
+                "validation": "training finished", "export": "training finished",
+                "evaluation": "training finished; finished generate batches kept in eval/partial"}
+        log.warning("stopped by %s during %s at step %d (%s); %s", stopped, stage, step, kept[stage],
+                    resume_hint or f"resume with ckpt_path=last run_id={out.name}")
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for lg in trainer.loggers:
@@ -129,6 +181,21 @@ def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
 
             wandb.finish()
     return summary
+
+
+def _stopped_summary(out: Path) -> dict:
+    """The summary of an interrupted run in `out` (empty when there is none)."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if summary.get("preempted") else {}
+
+
+def _warn_non_finite(val_ce: float | None) -> None:
+    if val_ce is not None and not math.isfinite(val_ce):
+        log.error("the final validation cross-entropy is %s: the trained weights are not finite (see README, "
+                  "'Numerics')", val_ce)
 
 
 def _report_data(trainer: L.Trainer, skipped: dict[str, dict[str, int]]) -> None:

@@ -155,7 +155,26 @@ class DataModule(L.LightningDataModule):
                 self.skipped["source"] = source
             if cache is not None:
                 self._save_cache(cache, encoded)
+        self._check_cut(encoded)
         self.datasets = {split: EncodedDataset(rows) for split, rows in encoded.items()}
+
+    def _check_cut(self, encoded: dict[str, list[Encoded]]) -> None:
+        """Rows cut away by `max_length` (and, with `truncation: drop`, rows cut at all) count toward
+        the task's bad-row limit (`max_bad_fraction`, 1% when the task has none), with its bad source rows."""
+        limit = getattr(self.task, "max_bad_fraction", 0.01)
+        counts = {s: self.skipped.get(s, {}) for s in encoded}
+        cut = sum(c.get("truncated_away", 0) + (c.get("truncated_partly", 0) if self.truncation == "drop" else 0)
+                  for c in counts.values())
+        source = sum(self.skipped.get("source", {}).values())
+        total = sum(len(rows) for rows in encoded.values()) + cut + source
+        if cut and (cut + source) / total > limit:
+            key = f" or data.task.max_bad_fraction={limit}" if hasattr(self.task, "max_bad_fraction") else ""
+            how = "cut away or cut" if self.truncation == "drop" else "cut away"
+            more = f" and {source} more are bad" if source else ""
+            raise ConfigError(
+                f"{cut} of {total} rows are dropped for data.max_length={self.max_length} (truncation="
+                f"{self.truncation}: {how}){more}: more than {limit:.0%} of the data; raise data.max_length{key}"
+            )
 
     def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dftlab.errors import ConfigError
+from dftlab.errors import ConfigError, printable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,15 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate (JSON's "\\ud800"): no tokenizer takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> None:
     out = {}
     for role, column in columns.items():
@@ -58,6 +67,8 @@ def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> N
         text = _text(row[column])
         if text is None:
             return records.skip("not_text", where)
+        if not _encodable(text):
+            return records.skip("undecodable", where)
         if not text.strip():
             return records.skip(f"empty_{role}", where)
         out[role] = text
@@ -70,15 +81,21 @@ def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> N
 def _check_columns(columns: dict[str, str], available: set[str], source: str, key: str) -> None:
     for role, column in columns.items():
         if column not in available:
-            raise ConfigError(
+            raise ConfigError(printable(
                 f"{key}.{role}={column!r} is not a column of {source}; its columns are: {', '.join(sorted(available))}"
-            )
+            ))
+
+
+COLUMN_ROWS = 1000  # a column absent from every one of the first rows read is not a column of the file
 
 
 def read_jsonl(path: Path, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
-    """One JSON object per line; bad lines are counted with their line numbers."""
+    """One JSON object per line (UTF-8, with or without a byte-order mark); bad lines are counted with
+    their line numbers. A column is refused as unknown when none of the first `COLUMN_ROWS` objects
+    has it (a row without it is a `missing_field`)."""
     records = Records([], str(path))
     seen_columns: set[str] = set()
+    objects = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if max_rows is not None and len(records.rows) >= max_rows:
@@ -87,20 +104,49 @@ def read_jsonl(path: Path, columns: dict[str, str], key: str, max_rows: int | No
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
             except UnicodeDecodeError:
                 records.skip("undecodable", where)
                 continue
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON; or a number too long or nesting too deep for Python
                 records.skip("malformed_json", where)
                 continue
             if not isinstance(row, dict):
                 records.skip("malformed_json", where)
                 continue
-            if not seen_columns:
-                seen_columns = set(row)
+            seen_columns |= set(row)
+            objects += 1
+            if objects == COLUMN_ROWS:
                 _check_columns(columns, seen_columns, str(path), key)
             _take(records, row, columns, where)
+    if objects:
+        _check_columns(columns, seen_columns, str(path), key)
+    return records
+
+
+def read_json(path: Path, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
+    """A JSON array of row objects (a bad element is counted with its index); a `.json` file of
+    JSON lines is read as JSONL."""
+    try:
+        rows = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err})") from None
+    except (ValueError, RecursionError):
+        return read_jsonl(path, columns, key, max_rows)
+    if not isinstance(rows, list):
+        raise ConfigError(f"{path}: a JSON {type(rows).__name__}, not an array of rows (or one JSON object per line)")
+    records = Records([], str(path))
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        if max_rows is not None and len(records.rows) >= max_rows:
+            break
+        if not isinstance(row, dict):
+            records.skip("malformed_json", f"{path}[{i}]")
+            continue
+        seen |= set(row)
+        _take(records, row, columns, f"{path}[{i}]")
+    if seen:
+        _check_columns(columns, seen, str(path), key)
     return records
 
 

@@ -13,7 +13,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from dftlab.data.records import Records, read_dataset, read_jsonl
+from dftlab.data.records import Records, read_dataset, read_json, read_jsonl
 from dftlab.errors import ConfigError
 from dftlab.tasks import TrainTask
 
@@ -62,21 +62,26 @@ class TextTask(TrainTask):
         limit = None if self.max_rows is None else self.max_rows + self.val_size
         if local is not None and local.suffix == ".jsonl":
             return read_jsonl(local, self.columns, key, limit)
+        if local is not None and local.suffix == ".json":
+            return read_json(local, self.columns, key, limit)
         import datasets
 
-        if local is not None:
-            kind = {".parquet": "parquet", ".json": "json"}.get(local.suffix)
-            if kind is None and local.is_dir():
+        kind = None if local is None else {".parquet": "parquet"}.get(local.suffix)
+        if local is not None and kind is None and not local.is_dir():
+            raise ConfigError(f"data.task.path={self.path!r}: use a .jsonl, .json or .parquet file or a dataset folder")
+        try:
+            if local is None:
+                rows = datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision)
+            elif kind is None:
                 rows = datasets.load_from_disk(str(local))
                 rows = rows[self.split] if isinstance(rows, datasets.DatasetDict) else rows
-            elif kind is None:
-                raise ConfigError(
-                    f"data.task.path={self.path!r}: use a .jsonl, .json or .parquet file or a dataset folder"
-                )
             else:
                 rows = datasets.load_dataset(kind, data_files=str(local), split="train")
-        else:
-            rows = datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision)
+        except Exception as err:  # pyarrow's, datasets' and the hub's errors: one line naming the source
+            cause = err.__cause__ or err
+            what = "not readable as a dataset" if local is not None else "could not be loaded from the hub"
+            raise ConfigError(f"data.task.path={self.path!r}: {what} ({type(cause).__name__}: "
+                              f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
         return read_dataset(rows, self.path, self.columns, key, limit)
 
     @property

@@ -2,17 +2,36 @@
 
 `generate` takes a Hugging Face model, or a vLLM engine loaded by `vllm_backend.load` (the same
 prompts, settings and decoding, many times faster on a GPU).
+
+A stop signal (`dftlab.stopping`) ends a Hugging Face generation within one decoding step: the
+unfinished batch is dropped and `StopRequested` raised. With a `journal`, every finished batch is
+kept as it ends, and a later call with the same model, prompts and settings generates only the
+batches that are missing (each batch is seeded by its index, so the completions are the same).
 """
 
 from __future__ import annotations
 
-import torch
-from transformers import GenerationConfig
+import logging
 
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from dftlab import stopping
 from dftlab.data.encode import prompt_ids
 from dftlab.evaluation import vllm_backend
 from dftlab.evaluation.decoding import decode, stop_token_ids
+from dftlab.evaluation.journal import Journal
 from dftlab.models import eval_mode
+
+log = logging.getLogger(__name__)
+
+
+class _OnStopSignal(StoppingCriteria):
+    """Ends `generate` at the next decoding step once a stop signal has arrived."""
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), stopping.requested() is not None, dtype=torch.bool,
+                          device=input_ids.device)
 
 
 @torch.no_grad()
@@ -30,6 +49,8 @@ def generate(
     seed: int = 0,
     stop: list[str] | None = None,
     synced_gpus: bool = False,
+    journal: Journal | None = None,
+    interruptible: bool = True,
 ) -> list[list[str]]:
     """`n` completions per prompt (decoded, cut at EOS or at the first stop string).
 
@@ -37,12 +58,19 @@ def generate(
     to keep padding small; the RNG is forked, so generating does not perturb the caller's RNG.
     `synced_gpus`: every rank keeps stepping until all ranks are done (a sharded model needs every
     rank in every forward pass). A vLLM engine schedules its own batches (`batch_size` unused).
+    `journal`: where finished batches are kept (see the module's docstring). `interruptible`: stop on
+    a signal (see the module's docstring); off where other ranks wait for this one's results.
     """
+    interruptible = interruptible and not synced_gpus  # every rank of a sharded model takes every step
+    check = stopping.check if interruptible else lambda: None
+    check()
     if isinstance(lm, vllm_backend.VLLMModel):
-        return vllm_backend.generate(
+        out = vllm_backend.generate(
             lm, tokenizer, prompts, chat_template=chat_template, max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
         )
+        check()
+        return out
     device = next(lm.parameters()).device
     encoded = [prompt_ids(tokenizer, p, chat_template) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -65,9 +93,19 @@ def generate(
     )
     out: list[list[str]] = [[] for _ in prompts]
     per_batch = max(1, batch_size // n)
+    done = journal.batches(prompts, [config.to_dict(), chat_template, per_batch, seed, stop]) if journal else {}
+    if done:
+        log.info("resuming a stopped generation: %d of %d batches already finished", len(done),
+                 -(-len(order) // per_batch))
+    stoppers = StoppingCriteriaList([_OnStopSignal()]) if interruptible else None
     with eval_mode(lm), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for b, start in enumerate(range(0, len(order), per_batch)):
             idx = order[start : start + per_batch]
+            if b in done:
+                for r, texts in zip(idx, done[b]):
+                    out[r] = list(texts)
+                continue
+            check()
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
@@ -77,9 +115,12 @@ def generate(
             torch.manual_seed(seed * 1_000_003 + b)
             gen = lm.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                synced_gpus=synced_gpus,
+                synced_gpus=synced_gpus, stopping_criteria=stoppers,
             )
+            check()  # a batch cut short by the signal is not kept
             new = gen[:, width:].cpu()
             for r, row in enumerate(new):
                 out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
+            if journal:
+                journal.add(b, [out[i] for i in idx])
     return out

@@ -40,10 +40,12 @@ def generate_and_score(
     batch_size: int = 256,
     seed: int = 0,
     synced_gpus: bool = False,
+    journal=None,
+    interruptible: bool = True,
 ) -> dict[str, list[dict]]:
     """Per split, one record per problem: its id and gold answer (when the task has them), prompt,
     completions and their scores. Every split goes into one `generate` call, so that one batch can
-    hold problems of several splits."""
+    hold problems of several splits. `journal`, `interruptible`: see `generate`."""
     rows = [row for split_rows in problems.values() for row in split_rows]
     completions = generate(
         lm,
@@ -57,6 +59,8 @@ def generate_and_score(
         batch_size=batch_size,
         seed=seed,
         synced_gpus=synced_gpus,
+        journal=journal,
+        interruptible=interruptible,
     )
     flat_rows = [row for row, outs in zip(rows, completions) for _ in outs]
     flat = [c for outs in completions for c in outs]
@@ -112,10 +116,11 @@ def evaluate(
     batch_size: int = 256,
     seed: int = 0,
     max_problems: int | None = None,
+    journal=None,
 ) -> dict[str, SplitResult]:
     problems = select(task, splits, max_problems)
     records = generate_and_score(
         lm, tokenizer, task, problems, n_samples=n_samples, temperature=temperature, top_p=top_p,
-        batch_size=batch_size, seed=seed,
+        batch_size=batch_size, seed=seed, journal=journal,
     )
     return {name: summarise(name, *verdicts(recs), recs) for name, recs in records.items()}
