@@ -19,11 +19,9 @@ os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from dftlab.eval_run import evaluate_from_config
-    from dftlab.run import quiet_logs
+    from dftlab.cli import evaluate
 
-    quiet_logs()
-    entry.run_task(evaluate_from_config, cfg)
+    entry.run_task(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Checks that need no model, made before the embedded base is found or built: a mistake fails in
 seconds, not after minutes of building, with one line naming the key or the file.
 
-One function per check, each raising `ConfigError`. `values` (types, ranges, finiteness; pure) is
-part of `config.validate`; `environment` (files, the GPU, the hub cache, chat templates) runs at
-the entry points (`cli.train`, `eval_run`), before anything is built. A new check is a function
-here, called from one of the two.
+One function per check, each raising `ConfigError`. `values` (ranges, finiteness; pure) and
+`types` are part of `config.validate`; `cli.train` runs `inputs` (required values, files, the hub:
+nothing heavy imported, so a mistake there fails in about a second), then `config.validate`, then
+`environment` (the GPU, the architecture, chat templates), all before anything is built. A new
+check is a function here, called from one of these.
 """
 
 from __future__ import annotations
@@ -178,12 +179,12 @@ def values(cfg: DictConfig) -> None:
     run_id(cfg)
     finite(cfg)
     ranges(cfg)
-    types(cfg)
 
 
 # --- the environment: files, the GPU, the hub -------------------------------------------------
 
 LOCAL_MARKS = (".", "/", "~")
+EMBEDDED_BASE = "embedded-base"  # dftlab.models.EMBEDDED_BASE, not imported from there: it imports torch
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
@@ -248,29 +249,37 @@ def _model_dir(key: str, path: Path, cfg: DictConfig, need_tokenizer: bool) -> N
         raise ConfigError(f"{key}={str(path)!r}: no config.json in it, so it is not a Hugging Face model folder "
                           f"(one written by save_pretrained, or a hub snapshot)")
     try:
-        model_type = json.loads(config.read_text()).get("model_type")
+        json.loads(config.read_text())
     except (ValueError, OSError) as err:
         raise ConfigError(f"{config}: not readable as JSON ({err})") from None
-    from transformers import CONFIG_MAPPING
-
-    if model_type not in CONFIG_MAPPING and not cfg.get("trust_remote_code"):
-        import transformers
-
-        raise ConfigError(
-            f"{config}: model_type {printable(model_type)!r} is not an architecture this transformers "
-            f"({transformers.__version__}) knows; a newer transformers may, or (for a model whose code you trust) "
-            f"model.trust_remote_code=true"
-        )
     if need_tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise ConfigError(f"{key}={str(path)!r}: no tokenizer files in it ({', '.join(TOKENIZER_FILES)}): "
                           f"give one with model.tokenizer=<folder or hub name>")
 
 
+def model_architecture(cfg: DictConfig) -> None:
+    """A local model whose config.json names an architecture this transformers does not have
+    (imports transformers: after the checks that need nothing)."""
+    model = cfg.get("model")
+    name = None if model is None else model.get("name_or_path")
+    config = Path(str(name)).expanduser() / "config.json"
+    if name is None or model.get("gguf_file") or model.get("trust_remote_code") or not config.is_file():
+        return
+    model_type = json.loads(config.read_text()).get("model_type")
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(
+            f"{config}: model_type {printable(repr(model_type))} is not an architecture this transformers "
+            f"({transformers.__version__}) knows; a newer transformers may, or (for a model whose code you trust) "
+            f"model.trust_remote_code=true"
+        )
+
+
 def model_source(cfg: DictConfig) -> None:
     """`model.name_or_path` and `model.tokenizer`: a local folder that holds a model (and a known
     architecture), or a hub name that is cached or reachable."""
-    from dftlab.models import EMBEDDED_BASE
-
     model = cfg.get("model")
     if model is None:
         return
@@ -348,8 +357,6 @@ def _chat_template_of(source: str, cfg: DictConfig) -> bool | None:
 def chat_template(cfg: DictConfig, tasks) -> None:
     """A task that puts its prompts in the chat template, with a tokenizer that has none (the
     character tokenizer of the embedded base and of `model=scratch` has none)."""
-    from dftlab.models import EMBEDDED_BASE
-
     needs = [(key, t) for key, t in tasks if t is not None and getattr(t, "chat_template", False)]
     model = cfg.get("model")
     if not needs or model is None:
@@ -381,10 +388,18 @@ def train_tasks(cfg: DictConfig) -> list:
     return [("data.task", task), ("data.task.eval_task", getattr(task, "eval_task", None))]
 
 
-def environment(cfg: DictConfig, tasks=None) -> None:
-    """What `cli.train` checks before the model is resolved (the embedded base possibly built)."""
+def inputs(cfg: DictConfig) -> None:
+    """What `cli.train` checks first, before anything heavy is imported: required values, every
+    single value, the data and model files, the hub."""
     missing(cfg)
-    accelerator(cfg)
+    values(cfg)
     data_source(cfg)
     model_source(cfg)
+
+
+def environment(cfg: DictConfig, tasks=None) -> None:
+    """What `cli.train` checks after `config.validate`, before the model is resolved (the embedded
+    base possibly built): the GPU, the architecture, the chat template."""
+    accelerator(cfg)
+    model_architecture(cfg)
     chat_template(cfg, train_tasks(cfg) if tasks is None else tasks)

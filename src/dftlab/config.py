@@ -74,7 +74,8 @@ def validate(cfg: DictConfig) -> None:
     """Range checks of what Hydra's schema cannot know; the loss checks its own parameters."""
     from dftlab import checks
 
-    checks.values(cfg)  # types, finiteness and ranges of single values (optim.lr, seed, ...)
+    checks.values(cfg)  # finiteness and ranges of single values (optim.lr, seed, ...)
+    checks.types(cfg)  # the arguments of every _target_ object (a loss, a callback)
     d = cfg.data
     BatchPlan(d.batch_size, world_size(cfg.trainer), d.get("micro_batch_size"))
     accumulate = cfg.trainer.get("accumulate_grad_batches", 1)

@@ -167,10 +167,8 @@ def write_outputs(out: Path, label: str, results: ModelResults, settings: EvalSe
 def evaluate_from_config(cfg: DictConfig) -> dict:
     """Evaluate as configured; returns the rows of `summary.csv` as a dict (greedy, sampled)."""
     settings = EvalSettings.from_cfg(cfg.eval, cfg.seed)
-    checks.run_id(cfg)
     if not (cfg.run or cfg.ckpt):  # the model named here: checked before the embedded base is built
-        checks.missing(cfg)
-        checks.model_source(cfg)
+        checks.model_architecture(cfg)
         checks.chat_template(cfg, [("eval_task" if cfg.get("eval_task") else "data.task", _task(cfg, cfg.data))])
     t = target(cfg)
     tokenizer = _load_tokenizer(t)

@@ -83,6 +83,9 @@ class Preemption(L.Callback):
     def teardown(self, trainer, pl_module, stage) -> None:
         self._handlers.close()
 
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._handlers.close()  # a fit that ends by an exception (Preempted too) calls no teardown
+
 
 def stop_from_callback(trainer, hook: str) -> None:
     """A pass run by a callback was stopped by a signal (`stopping.StopRequested`) in `hook`.
