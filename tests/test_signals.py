@@ -49,18 +49,27 @@ def _same(a: dict, b: dict) -> None:
     assert a["steps"] == b["steps"] and a["val_ce"] == b["val_ce"] and a["eval"] == b["eval"]
     assert a["completions"] == b["completions"] and a["completions"]
     assert a["points"] == b["points"] and a["histograms"] == b["histograms"]
-    assert a["weights"].keys() == b["weights"].keys()
-    for k in a["weights"]:
-        assert torch.equal(a["weights"][k], b["weights"][k]), k
+    same_weights(a["weights"], b["weights"])
+
+
+def same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def uninterrupted_run(root, overrides) -> dict:
+    """The results of an uninterrupted tiny run in `root/full` (caches in `root/cache`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DFTLAB_CACHE", str(root / "cache"))
+        run(fast_cfg(root / "full", *overrides))
+    return _results(root / "full")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("signals")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DFTLAB_CACHE", str(root / "cache"))
-        run(fast_cfg(root / "full", *RUN))
-    return root, _results(root / "full")
+    return root, uninterrupted_run(root, RUN)
 
 
 def _kill_self_on(monkeypatch, cls, method: str, when, sig=signal.SIGTERM):

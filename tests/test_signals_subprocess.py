@@ -12,12 +12,10 @@ import sys
 import time
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
-from dftlab.run import run
-from tests.conftest import FAST, ROOT, fast_cfg
-from tests.test_signals import _results, _same
+from tests.conftest import FAST, ROOT
+from tests.test_signals import _results, _same, same_weights, uninterrupted_run
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +54,9 @@ def _signal_when(proc, ready, sig, timeout=600) -> tuple[float, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("signals_subprocess")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DFTLAB_CACHE", str(root / "cache"))
-        run(fast_cfg(root / "full", *SUB))
+    full = uninterrupted_run(root, SUB)
     env = {**os.environ, "DFTLAB_CACHE": str(root / "cache"), "PYTHONUNBUFFERED": "1"}
-    return root, env, _results(root / "full")
+    return root, env, full
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
@@ -148,7 +144,4 @@ def test_an_interrupted_build_is_resumed_by_the_next_command(built_twice_at_once
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the build of the embedded base from" in done.stdout + done.stderr
     assert not leftover.exists() and not glob.glob(f"{tmp_path}/cache/.base-*.build")
-    reference, resumed = _base_weights(root / "cache"), _base_weights(tmp_path / "cache")
-    assert reference.keys() == resumed.keys()
-    for k in reference:
-        assert torch.equal(reference[k], resumed[k]), k
+    same_weights(_base_weights(root / "cache"), _base_weights(tmp_path / "cache"))

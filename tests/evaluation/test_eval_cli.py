@@ -59,7 +59,7 @@ def test_a_run_directory(finished, tmp_path):
 def test_a_checkpoint_through_eval_py(finished, tmp_path):
     """The command line itself, on the run's last checkpoint: the same weights as its export."""
     run_dir, summary = finished
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "eval.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}",
          "eval.splits=[test_id,test_ood_cards]"],
