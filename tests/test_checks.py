@@ -101,6 +101,8 @@ def test_a_traceback_with_hydra_full_error(tmp_path):
     ("engine.chunk_mib=inf", "engine.chunk_mib=inf is not allowed: must be finite"),
     ("callbacks.eval_during_training.at_start=maybe", "callbacks.eval_during_training.at_start='maybe'"),
     ("data.task.n_val=0", "data.task.n_val=0"),
+    ("+callbacks.token_histograms.every=3", "callbacks.token_histograms.every is not an argument of "
+                                            "dftlab.callbacks.token_histograms.TokenHistograms; its arguments are"),
 ])
 def test_values_are_checked_for_type_finiteness_and_range(override, match):
     with pytest.raises(ConfigError, match=match.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

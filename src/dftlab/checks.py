@@ -135,21 +135,36 @@ def _target_signature(node: DictConfig) -> inspect.Signature | None:
         return None  # an unknown target is reported when it is built
 
 
+def _arguments(signature: inspect.Signature | None, node: DictConfig) -> set[str] | None:
+    """The keys a `_target_` node may have (None: any, for a target that takes **kwargs)."""
+    if signature is None or node.get("_target_") == "dftlab.losses.build_loss":  # a loss names its own
+        return None
+    params = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
 def types(cfg: DictConfig) -> None:
-    """Every argument of a `_target_` object (a loss, a callback, a task...) whose default is a
+    """Every key of a `_target_` object (a task, a callback...) is one of its arguments (`debug=tiny
+    data=jsonl` would give TextTask the game's `n_train`), and every argument whose default is a
     number or a boolean gets one: Hydra gives `loss.gamma=abc` as a string."""
 
     def walk(node: DictConfig, prefix: str) -> None:
         signature = _target_signature(node) if "_target_" in node else None
+        allowed = _arguments(signature, node)
         for k in node:
+            key = f"{prefix}{k}"
+            if allowed is not None and not str(k).startswith("_") and k not in allowed:
+                raise ConfigError(f"{key} is not an argument of {node._target_}; its arguments are: "
+                                  f"{', '.join(sorted(a for a in allowed if a not in ('self', 'args')))}")
             v = node._get_node(k)._value() if not OmegaConf.is_missing(node, k) else None
             if isinstance(node._get_node(k), DictConfig):
-                walk(node[k], f"{prefix}{k}.")
+                walk(node[k], f"{key}.")
                 continue
             if signature is None or k not in signature.parameters or OmegaConf.is_interpolation(node, k):
                 continue
             default = signature.parameters[k].default
-            key = f"{prefix}{k}"
             if isinstance(default, bool):
                 if v is not None and not isinstance(v, bool):
                     _refuse(key, v, "true or false")
@@ -397,9 +412,20 @@ def inputs(cfg: DictConfig) -> None:
     model_source(cfg)
 
 
+def data_rows(tasks) -> None:
+    """A local data file read now, so that its bad rows (or a corrupt file) are refused before the
+    base is built (a hub dataset is read when the run starts)."""
+    for key, task in tasks:
+        path = getattr(task, "path", None)
+        if key == "data.task" and path and Path(str(path)).expanduser().exists():
+            task.skipped()
+
+
 def environment(cfg: DictConfig, tasks=None) -> None:
     """What `cli.train` checks after `config.validate`, before the model is resolved (the embedded
-    base possibly built): the GPU, the architecture, the chat template."""
+    base possibly built): the GPU, the architecture, the chat template, a local data file's rows."""
     accelerator(cfg)
     model_architecture(cfg)
-    chat_template(cfg, train_tasks(cfg) if tasks is None else tasks)
+    tasks = train_tasks(cfg) if tasks is None else tasks
+    chat_template(cfg, tasks)
+    data_rows(tasks)

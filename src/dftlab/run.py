@@ -88,6 +88,7 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     label = model_cfg.name_or_path or "model.arch (fresh weights)"
     for key, task in (("data.task", datamodule.task), ("data.task.eval_task", datamodule.task.eval_task)):
         checks.tokenizer_chat_template(task, tokenizer, key, label)
+    datamodule.setup("fit")  # read and tokenised now: a data error is refused before the model and trainer
     module = FineTuneModule(model_cfg, loss, cfg.optim, EngineSettings.from_cfg(cfg.engine), tokenizer)
     trainer = build_trainer(cfg, extra_callbacks)
     plan = datamodule.plan(trainer.world_size)

@@ -118,9 +118,6 @@ class DataModule(L.LightningDataModule):
                     kept.append(e)
             else:
                 kept.append(e)
-        if counts:
-            log.warning("%s split: %s (max_length=%d, truncation=%s)", split, dict(counts), self.max_length,
-                        self.truncation)
         if not kept:
             raise ConfigError(
                 f"the {split} split is empty after tokenisation ({dict(counts)}): "
@@ -175,6 +172,9 @@ class DataModule(L.LightningDataModule):
                 f"{cut} of {total} rows are dropped for data.max_length={self.max_length} (truncation="
                 f"{self.truncation}: {how}){more}: more than {limit:.0%} of the data; raise data.max_length{key}"
             )
+        for split, c in counts.items():
+            if c:
+                log.warning("%s split: %s (max_length=%d, truncation=%s)", split, c, self.max_length, self.truncation)
 
     def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,6 @@ class Records:
     def check(self, max_bad_fraction: float, key: str) -> None:
         total = len(self.rows) + sum(self.skipped.values())
         bad = sum(self.skipped.values())
-        if bad:
-            log.warning("%s: skipped %d of %d rows: %s (first at %s)", self.source, bad, total,
-                        dict(self.skipped), self.first_bad)
         if not self.rows:
             raise ConfigError(f"{self.source}: no usable rows (skipped: {dict(self.skipped) or 'none'})")
         if total and bad / total > max_bad_fraction:
@@ -44,6 +41,9 @@ class Records:
                 f"{self.source}: {bad} of {total} rows are bad ({dict(self.skipped)}; first at {self.first_bad}), "
                 f"more than {key}={max_bad_fraction}: fix the data or raise {key}"
             )
+        if bad:
+            log.warning("%s: skipped %d of %d rows: %s (first at %s)", self.source, bad, total,
+                        dict(self.skipped), self.first_bad)
 
 
 def _text(value) -> str | None:

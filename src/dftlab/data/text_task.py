@@ -10,6 +10,7 @@ without one, the run reports validation cross-entropy only.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from pathlib import Path
 
@@ -69,6 +70,9 @@ class TextTask(TrainTask):
         kind = None if local is None else {".parquet": "parquet"}.get(local.suffix)
         if local is not None and kind is None and not local.is_dir():
             raise ConfigError(f"data.task.path={self.path!r}: use a .jsonl, .json or .parquet file or a dataset folder")
+        quiet = logging.getLogger("datasets")  # its own copy of an error this raises in one line below
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
         try:
             if local is None:
                 rows = datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision)
@@ -82,6 +86,8 @@ class TextTask(TrainTask):
             what = "not readable as a dataset" if local is not None else "could not be loaded from the hub"
             raise ConfigError(f"data.task.path={self.path!r}: {what} ({type(cause).__name__}: "
                               f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
+        finally:
+            quiet.setLevel(level)
         return read_dataset(rows, self.path, self.columns, key, limit)
 
     @property
