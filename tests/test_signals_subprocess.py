@@ -91,7 +91,7 @@ def test_a_signal_during_evaluation_during_training(reference):
 # --- the embedded base ----------------------------------------------------------------------
 
 BASE = ("model.base_overrides=['model.arch.hidden_size=32','model.arch.intermediate_size=64',"
-        "'model.arch.num_hidden_layers=1','trainer.max_steps=30','data.task.n_train=256','data.task.n_val=16',"
+        "'model.arch.num_hidden_layers=1','trainer.max_steps=200','data.task.n_train=256','data.task.n_val=16',"
         "'data.task.n_test=4','trainer.val_check_interval=10','eval.batch_size=64',"
         "'callbacks.model_checkpoint.every_n_train_steps=1','callbacks.eval_during_training.every_n_steps=10',"
         "'data.batch_size=16','trainer.enable_progress_bar=false']")
@@ -131,12 +131,13 @@ def test_an_interrupted_build_is_resumed_by_the_next_command(built_twice_at_once
     env = {**os.environ, "DFTLAB_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     leftover = tmp_path / "cache" / ".base-0123456789.building-999999999"  # an earlier version's abandoned build
     leftover.mkdir(parents=True)
-    checkpoint = f"{tmp_path}/cache/.base-*.build/checkpoints/step000005.ckpt"
+    checkpoint = f"{tmp_path}/cache/.base-*.build/checkpoints/last.ckpt"  # saved at every step
     proc = _start(tmp_path / "cut", *FINE_TUNE, env=env)
     took, out = _signal_when(proc, lambda _: bool(glob.glob(checkpoint)), sig)
     if sig == signal.SIGTERM:
         assert took < 10 and proc.returncode == 0, (took, out[-3000:])
         assert "run the same command again to resume the build of the embedded base" in out
+        assert "preempted at step" in out  # saved at the step the signal arrived in, not at the last checkpoint
         assert "run_id=" not in out  # no temporary directory offered as a run to resume
     assert not glob.glob(f"{tmp_path}/cache/base-*/config.json")
     done = subprocess.run([sys.executable, "train.py", *FINE_TUNE, f"hydra.run.dir={tmp_path}/again"], cwd=ROOT,

@@ -27,7 +27,7 @@ class StopRequested(Exception):
         self.signame = signame
 
 
-_state: dict = {"signal": None, "depth": 0, "previous": {}}
+_state: dict = {"signal": None, "depth": 0}
 
 
 def request(signame: str) -> None:
@@ -65,21 +65,20 @@ def _handler(signum, frame) -> None:
 
 @contextmanager
 def on_signals(names: Sequence[str] = DEFAULT_SIGNALS) -> Iterator[None]:
-    """Within the block, `names` set the stop flag instead of ending the process. Nested blocks
-    share the outermost one's handlers; the outermost clears the flag on entry, so that each run of
-    a process (a multirun job, a test) starts without a stale request."""
-    main = threading.current_thread() is threading.main_thread()
-    outermost = _state["depth"] == 0
-    if outermost:
+    """Within the block, `names` set the stop flag instead of ending the process; the handlers
+    found on entry are restored on exit. A nested block installs them again (Lightning puts its own
+    SIGTERM handler in place when `fit` starts, which would stop inside an accumulation window); the
+    outermost clears the flag on entry, so that each run of a process (a multirun job, a test)
+    starts without a stale request."""
+    if _state["depth"] == 0:
         _state["signal"] = None
-        if main:
-            _state["previous"] = {s: signal.signal(s, _handler) for s in (getattr(signal, n) for n in names)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _handler) for s in (getattr(signal, n) for n in names)}
     _state["depth"] += 1
     try:
         yield
     finally:
         _state["depth"] -= 1
-        if outermost:
-            for sig, previous in _state["previous"].items():
-                signal.signal(sig, previous)
-            _state["previous"] = {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
