@@ -149,12 +149,12 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_worker(system: str, args: argparse.Namespace, *extra: str) -> dict:
+def run_worker(system: str, args: argparse.Namespace, *extra: str, timeout: float | None = None) -> dict:
     """One measurement of `system` in a fresh process, with the shared options of `args`; its JSON
     result."""
     cmd = [system, "--workdir", str(args.workdir), "--steps", str(args.steps), "--warmup", str(args.warmup), *extra]
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_worker.py"), *cmd],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"step_worker {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
