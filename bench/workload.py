@@ -192,6 +192,7 @@ CATEGORIES = [
     ("python / framework", ("#",)),
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
     ("attention", ("scaled_dot_product", "attention")),
+    ("grad norm", ("_foreach_norm", "linalg_vector_norm")),  # the total gradient norm (logging, guard, clipping)
     ("softmax / loss", ("softmax", "log_softmax", "gather", "nll_loss", "cross_entropy", "scatter")),
     ("optimizer", ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "sqrt")),
     ("copies / layout", ("copy_", "contiguous", "cat", "index", "masked", "clone", "to_copy", "empty", "zero_",
