@@ -128,7 +128,7 @@ class FineTuneModule(L.LightningModule):
         sums = self._step_sums
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        grad_norm = self._grad_norm()
+        grad_norm = self._grad_norm(optimizer)
         weighted, nll, correct, psum, n_targets, n_tokens = sums.tolist()
         rows = torch.cat(self._step_rows).tolist() if self._step_rows else []
         self._step_sums, self._step_rows = None, []
@@ -159,11 +159,21 @@ class FineTuneModule(L.LightningModule):
             self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
             self.log("ce", metrics["train/ce"], prog_bar=True, logger=False, on_step=True, batch_size=1)
 
-    def _grad_norm(self) -> float:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
-            return 0.0
-        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+    def _grad_norm(self, optimizer) -> float:
+        """The total gradient norm of the optimizer's parameters, kept for `configure_gradient_clipping`."""
+        params = self.trainer.precision_plugin.main_params(optimizer)  # what Lightning would clip, in its order
+        grads = [p.grad for p in params if p.grad is not None]
+        self._step_grad_norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else None
+        return 0.0 if self._step_grad_norm is None else float(self._step_grad_norm)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by norm with the norm `on_before_optimizer_step` computed (Lightning's own clipping
+        would compute it a second time); the same result as `torch.nn.utils.clip_grad_norm_`."""
+        norm, self._step_grad_norm = getattr(self, "_step_grad_norm", None), None
+        if norm is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = list(self.trainer.precision_plugin.main_params(optimizer))
+        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
 
     def _non_finite(self, optimizer, loss: float, grad_norm: float, rows: list[int]) -> None:
         """Save what went wrong; then stop the run, or skip the step (`engine.on_non_finite`)."""
