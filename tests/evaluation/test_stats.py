@@ -39,7 +39,11 @@ def test_summarise_pools_the_interval_over_all_samples():
 
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
-    [((56, 70), (48, 80), (0.0524, 0.3339)), ((9, 10), (3, 10), (0.1705, 0.8090)), ((5, 56), (0, 29), (-0.0381, 0.1926))],
+    [
+        ((56, 70), (48, 80), (0.0524, 0.3339)),
+        ((9, 10), (3, 10), (0.1705, 0.8090)),
+        ((5, 56), (0, 29), (-0.0381, 0.1926)),
+    ],
 )
 def test_newcombe_interval_of_a_difference_matches_the_published_values(a, b, expected):
     """Newcombe (1998), Statistics in Medicine 17:873, Table II, method 10."""

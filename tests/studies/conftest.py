@@ -47,8 +47,9 @@ def split_row(acc: float, n: int) -> dict:
     return {"n": n, "acc": acc, "ci95": list(wilson(acc * n, n)), "well_formed": 1.0}
 
 
-def fake_run(root, name, loss, seed, greedy, sampled, base=(0.1, 0.1, 0.1), n=10, k=4, overrides=(), rules=DIVERSE,
-             **config):
+def fake_run(
+    root, name, loss, seed, greedy, sampled, base=(0.1, 0.1, 0.1), n=10, k=4, overrides=(), rules=DIVERSE, **config
+):
     """A finished run's config.yaml and summary.json: accuracies per split in SPLITS' order."""
     import json
 
@@ -56,16 +57,26 @@ def fake_run(root, name, loss, seed, greedy, sampled, base=(0.1, 0.1, 0.1), n=10
 
     path = root / name
     path.mkdir(parents=True)
-    cfg = {"run_name": loss, "seed": seed, "loss": {"name": loss}, "model": {"base_overrides": list(overrides)},
-           "data": {"task": {"train_rules": list(rules)}}, **config}
+    cfg = {
+        "run_name": loss,
+        "seed": seed,
+        "loss": {"name": loss},
+        "model": {"base_overrides": list(overrides)},
+        "data": {"task": {"train_rules": list(rules)}},
+        **config,
+    }
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
 
     def rows(accs, m):
         return {s: split_row(a, m) for s, a in zip(SPLITS, accs)}
 
-    summary = {"steps": 250, "eval": {
-        "finetuned": rows(greedy, n), "base": rows(base, n),
-        "sampled": {"k": k, "temperature": 1.0, "top_p": 1.0, "finetuned": rows(sampled, n), "base": rows(base, n)},
-    }}
+    summary = {
+        "steps": 250,
+        "eval": {
+            "finetuned": rows(greedy, n),
+            "base": rows(base, n),
+            "sampled": {"k": k, "temperature": 1.0, "top_p": 1.0, "finetuned": rows(sampled, n), "base": rows(base, n)},
+        },
+    }
     (path / "summary.json").write_text(json.dumps(summary))
     return path

@@ -4,8 +4,8 @@ differ from one another only where their reports allow."""
 import pytest
 from omegaconf import OmegaConf
 
-from dftlab.base import base_config, base_key
 from dftlab.config import compose_config, validate
+from dftlab.embedded_base import base_config, base_key
 from dftlab.reporting import diversity, prior, study
 from dftlab.reporting.runs import Run
 
@@ -51,8 +51,11 @@ def test_the_bases():
 def test_the_shared_runs_are_one_recipe():
     """A default-prior run of study_temperature serves study_prior and study_frozen: their own runs
     differ from it only in what their reports allow."""
-    shared = [_run("experiment=study_temperature", f"loss={loss}", f"seed={seed}") for loss in ("sft", "dft")
-              for seed in (0, 2)]
+    shared = [
+        _run("experiment=study_temperature", f"loss={loss}", f"seed={seed}")
+        for loss in ("sft", "dft")
+        for seed in (0, 2)
+    ]
     weak = _run("experiment=study_prior", "+prior=weak", "loss=dft", "seed=1")
     study.check_same_recipe([*shared, weak], prior.ALLOWED)
     frozen = _run("experiment=study_frozen", "loss=sft", "seed=1")

@@ -15,17 +15,39 @@ def test_unseen_rule_cells_and_gaps(tmp_path):
     for seed in (0, 1):
         fake_run(diverse, f"{seed}_sft", "sft", seed, (0.6, 0.5, 0.3), (0.4, 0.3, 0.1))
         fake_run(diverse, f"{seed}_dft", "dft", seed, (0.5, 0.4, 0.4 + 0.1 * seed), (0.5, 0.4, 0.3))
-        fake_run(frozen, f"{seed}_sft", "sft", seed, (0.9, 0.0, 0.1), (0.8, 0.0, 0.0), base=(0.5, 0.0, 0.0),
-                 rules=FROZEN, overrides=["data=game24_frozen"], trainer={"max_steps": 250})
-        fake_run(frozen, f"{seed}_dft", "dft", seed, (0.9, 0.1, 0.1), (0.9, 0.0, 0.1), base=(0.5, 0.0, 0.0),
-                 rules=FROZEN, overrides=["data=game24_frozen"], trainer={"max_steps": 250})
+        fake_run(
+            frozen,
+            f"{seed}_sft",
+            "sft",
+            seed,
+            (0.9, 0.0, 0.1),
+            (0.8, 0.0, 0.0),
+            base=(0.5, 0.0, 0.0),
+            rules=FROZEN,
+            overrides=["data=game24_frozen"],
+            trainer={"max_steps": 250},
+        )
+        fake_run(
+            frozen,
+            f"{seed}_dft",
+            "dft",
+            seed,
+            (0.9, 0.1, 0.1),
+            (0.9, 0.0, 0.1),
+            base=(0.5, 0.0, 0.0),
+            rules=FROZEN,
+            overrides=["data=game24_frozen"],
+            trainer={"max_steps": 250},
+        )
     out = tmp_path / "diversity"
     main([str(diverse), str(frozen), "--out", str(out)])
     text = out.with_suffix(".md").read_text()
     greedy = [line for line in text.split("### ")[1].splitlines() if line.startswith("| ")]
     assert greedy[0] == "| training rules | | all5 | all7 | mean |"  # test_id is not a column
     assert [line.split(" | ")[:2] for line in greedy[1:]] == [
-        [f"| {arm}", who] for arm in ("1 rule", "2 rules") for who in ("base", "sft (2 seeds)", "dft (2 seeds)", "**dft − sft**")
+        [f"| {arm}", who]
+        for arm in ("1 rule", "2 rules")
+        for who in ("base", "sft (2 seeds)", "dft (2 seeds)", "**dft − sft**")
     ]
     rows = {tuple(line.split(" | ")[:2]): line.split(" | ")[2:] for line in greedy[1:]}
     # 2 rules, all7: sft 0.3 on both seeds, dft 0.4 and 0.5: the gap 0.1 and 0.2

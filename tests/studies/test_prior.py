@@ -23,8 +23,15 @@ def runs(tmp_path):
         for overrides, acc in ((WEAK, 0.1), (STRONG, 0.8)):
             steps = overrides[0].split("=")[1]
             fake_run(other, f"{steps}_{seed}_sft", "sft", seed, (acc, acc, acc), (acc, acc, acc), overrides=overrides)
-            fake_run(other, f"{steps}_{seed}_dft", "dft", seed, (acc + 0.1 * seed, acc, acc), (acc, acc, acc),
-                     overrides=overrides)
+            fake_run(
+                other,
+                f"{steps}_{seed}_dft",
+                "dft",
+                seed,
+                (acc + 0.1 * seed, acc, acc),
+                (acc, acc, acc),
+                overrides=overrides,
+            )
     return default, other
 
 
@@ -40,7 +47,9 @@ def test_rows_cells_and_gaps(runs, tmp_path, capsys):
     greedy = _table(text, 1)
     assert greedy[0] == "| base steps | | in distribution | unseen rules |"
     assert [line.split(" | ")[:2] for line in greedy[1:]] == [
-        [f"| {steps}", who] for steps in (200, 800, 3200) for who in ("base", "sft (2 seeds)", "dft (2 seeds)", "**dft − sft**")
+        [f"| {steps}", who]
+        for steps in (200, 800, 3200)
+        for who in ("base", "sft (2 seeds)", "dft (2 seeds)", "**dft − sft**")
     ]
     # 800 steps, in distribution: sft 0.5 and 0.7 of 10 problems, dft 0.4 and 0.6: the gap -0.1 on each seed
     lo, hi = wilson(12, 20)
@@ -60,7 +69,9 @@ def test_rows_cells_and_gaps(runs, tmp_path, capsys):
     assert next(line for line in greedy if line.startswith("| 800 | base")).split(" | ")[2].startswith("20.0 [")
     assert "Average@4 at temperature 1, top_p 1" in text.split("### ")[2]
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "report" / "prior.csv").read_text().count("\n") == 1 + 2 * 3 * 4 * 2  # modes x arms x rows x columns
+    assert (tmp_path / "report" / "prior.csv").read_text().count(
+        "\n"
+    ) == 1 + 2 * 3 * 4 * 2  # modes x arms x rows x columns
 
 
 def test_bases_are_told_apart_by_their_recipe_not_their_steps(tmp_path):

@@ -10,8 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dftlab.config import compose_config
-from dftlab.errors import build
+from dftlab.config import compose_config, instantiate
 from dftlab.evaluation.stats import wilson
 from dftlab.reporting import study, temperature
 from dftlab.reporting.runs import find_runs
@@ -22,7 +21,9 @@ ARGS = ["--k", "2", "--temperatures", "0", "0.5", "1", "--top-p", "1", "0.9", "-
 
 @pytest.fixture(scope="module")
 def report(tiny_multirun, tmp_path_factory, verdicts_by_hash):
-    runs = tmp_path_factory.mktemp("temperature") / "multirun"  # the cache goes into the runs: keep the shared ones clean
+    runs = (
+        tmp_path_factory.mktemp("temperature") / "multirun"
+    )  # the cache goes into the runs: keep the shared ones clean
     shutil.copytree(tiny_multirun, runs)
     out = tmp_path_factory.mktemp("report") / "temperature"
     main([str(runs), *ARGS, "--out", str(out)])
@@ -62,7 +63,8 @@ def test_every_cell_is_the_mean_of_the_written_verdicts(report):
     per_seed = [_acc(_records(r.path, settings[1])["test_id"]) for r in find_runs(runs) if r.get("run_name") == "sft"]
     hits = sum(a * 4 * 2 for a in per_seed)
     lo, hi = wilson(hits, 16)
-    cell = f"{100 * statistics.fmean(per_seed):.1f} ± {100 * statistics.stdev(per_seed):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    mean, std = 100 * statistics.fmean(per_seed), 100 * statistics.stdev(per_seed)
+    cell = f"{mean:.1f} ± {std:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
     text = study.with_suffix(out, ".md").read_text()
     sft_line = next(line for line in text.split("### ")[1].splitlines() if line.startswith("| sft (2 seeds)"))
     assert sft_line.split(" | ")[3] == cell
@@ -121,7 +123,7 @@ def test_entropy_along_the_reference_solutions(report):
     got = json.loads((folder / "summary.json").read_text())["splits"]["test_id"]
     lm = AutoModelForCausalLM.from_pretrained(run.path / "export").eval()
     tok = AutoTokenizer.from_pretrained(run.path / "export")
-    task = build(compose_config(["data.task.n_test=4", "data.task.ood_n_cards=null"]).data.task)
+    task = instantiate(compose_config(["data.task.n_test=4", "data.task.ood_n_cards=null"]).data.task)
     total, count = 0.0, 0
     for p in task.test_splits["test_id"]:
         prompt = tok(p["prompt"], add_special_tokens=False)["input_ids"]

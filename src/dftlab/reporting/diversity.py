@@ -32,8 +32,10 @@ def arms(runs: list[Run]) -> list[study.Arm]:
     counts = [len(rules) for rules in grouped]
     if len(set(counts)) < len(counts):
         raise SystemExit(f"two sets of training rules of one size ({sorted(counts)}): give one set per size")
-    return [study.Arm(len(rules), f"{len(rules)} rule{'s' if len(rules) != 1 else ''}", grouped[rules])
-            for rules in sorted(grouped, key=len)]
+    return [
+        study.Arm(len(rules), f"{len(rules)} rule{'s' if len(rules) != 1 else ''}", grouped[rules])
+        for rules in sorted(grouped, key=len)
+    ]
 
 
 def write(paths: list[Path], out: Path, losses: tuple[str, str]) -> str:
@@ -43,16 +45,31 @@ def write(paths: list[Path], out: Path, losses: tuple[str, str]) -> str:
     if not unseen:
         raise SystemExit(f"{runs[0].path}: no unseen-rule split ({study.OOD_PREFIX}*) was evaluated")
     columns = {**{s.removeprefix(study.OOD_PREFIX): [s] for s in unseen}, "mean": unseen}
-    steps = "; ".join(f"{arm.name}: {', '.join(str(n) for n in sorted({r.summary.get('steps') for r in arm.runs}))}"
-                      for arm in arm_list)
-    text = study.write_tables(arm_list, runs, losses, columns, out, "training rules", "on the unseen rules",
-                              f"; `mean`: over the unseen rules; optimizer steps of the fine-tunes: {steps}")
+    steps = "; ".join(
+        f"{arm.name}: {', '.join(str(n) for n in sorted({r.summary.get('steps') for r in arm.runs}))}"
+        for arm in arm_list
+    )
+    text = study.write_tables(
+        arm_list,
+        runs,
+        losses,
+        columns,
+        out,
+        "training rules",
+        "on the unseen rules",
+        f"; `mean`: over the unseen rules; optimizer steps of the fine-tunes: {steps}",
+    )
     from dftlab.reporting.study_plot import plot_grid
 
     grid = [study.accuracy_panels(arm_list, runs, losses, columns, mode) for mode in study.modes(runs)]
-    plot_grid(grid, study.with_suffix(out, ".png"),
-              "Unseen rules after training on one or many stated rules (bands: lowest to highest seed)",
-              "rules stated in the training prompts", [arm.x for arm in arm_list], log_base=2)
+    plot_grid(
+        grid,
+        study.with_suffix(out, ".png"),
+        "Unseen rules after training on one or many stated rules (bands: lowest to highest seed)",
+        "rules stated in the training prompts",
+        [arm.x for arm in arm_list],
+        log_base=2,
+    )
     return text
 
 

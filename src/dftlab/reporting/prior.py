@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dftlab.base import base_config, base_key
+from dftlab.embedded_base import base_config, base_key
 from dftlab.reporting import study
 from dftlab.reporting.runs import Run
 
@@ -39,8 +39,10 @@ def arms(runs: list[Run]) -> list[study.Arm]:
     by_steps: dict[int, str] = {}
     for key, n in steps.items():
         if n in by_steps:
-            raise SystemExit(f"two bases of {n} steps ({grouped[by_steps[n]][0].path} and {grouped[key][0].path} "
-                             f"start from different ones): give runs whose bases differ in their steps only")
+            raise SystemExit(
+                f"two bases of {n} steps ({grouped[by_steps[n]][0].path} and {grouped[key][0].path} "
+                f"start from different ones): give runs whose bases differ in their steps only"
+            )
         by_steps[n] = key
     return [study.Arm(n, f"{n}", grouped[by_steps[n]]) for n in sorted(by_steps)]
 
@@ -49,7 +51,9 @@ def write(paths: list[Path], out: Path, losses: tuple[str, str]) -> str:
     runs = study.load_study(paths, losses, ALLOWED)
     arm_list = arms(runs)
     columns = study.groups(study.rows(runs[0], "greedy"))
-    text = study.write_tables(arm_list, runs, losses, columns, out, "base steps", "against the base's pre-training steps", "")
+    text = study.write_tables(
+        arm_list, runs, losses, columns, out, "base steps", "against the base's pre-training steps", ""
+    )
     plot(arm_list, runs, losses, columns, out)
     return text
 
@@ -63,9 +67,14 @@ def plot(arm_list: list[study.Arm], runs: list[Run], losses: tuple[str, str], co
         for column, splits in columns.items():
             gap.series[column] = study.gap_series(arm_list, losses, mode, splits, k)
         grid.append([*study.accuracy_panels(arm_list, runs, losses, columns, mode), gap])
-    return plot_grid(grid, study.with_suffix(out, ".png"),
-                     "Fine-tuning from a weaker or stronger prior (bands: lowest to highest seed; gap: 95% interval)",
-                     "base pre-training steps", [arm.x for arm in arm_list], log_base=2)
+    return plot_grid(
+        grid,
+        study.with_suffix(out, ".png"),
+        "Fine-tuning from a weaker or stronger prior (bands: lowest to highest seed; gap: 95% interval)",
+        "base pre-training steps",
+        [arm.x for arm in arm_list],
+        log_base=2,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

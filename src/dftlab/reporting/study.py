@@ -26,8 +26,17 @@ OOD = "unseen rules"
 OOD_PREFIX = "test_ood_rule_"
 # keys every run of a study may differ in: what the sweep varies, its name, where it writes (and any
 # value that names a place inside its own directory)
-ALWAYS_ALLOWED = ("seed", "loss", "run_name", "run_id", "paths", "data.seed", "data.cache_dir", "ckpt_path",
-                  "callbacks.eval_during_training.seed")
+ALWAYS_ALLOWED = (
+    "seed",
+    "loss",
+    "run_name",
+    "run_id",
+    "paths",
+    "data.seed",
+    "data.cache_dir",
+    "ckpt_path",
+    "callbacks.eval_during_training.seed",
+)
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
@@ -69,8 +78,10 @@ def check_same_recipe(runs: list[Run], allowed: tuple[str, ...] = ()) -> None:
             if own_place(runs[0], first.get(key)) and own_place(r, other.get(key)):
                 continue
             if first.get(key) != other.get(key):
-                raise SystemExit(f"{runs[0].path} and {r.path} differ in {key} ({first.get(key)!r} vs "
-                                 f"{other.get(key)!r}): a study compares runs of one recipe")
+                raise SystemExit(
+                    f"{runs[0].path} and {r.path} differ in {key} ({first.get(key)!r} vs "
+                    f"{other.get(key)!r}): a study compares runs of one recipe"
+                )
 
 
 def groups(splits) -> dict[str, list[str]]:
@@ -182,8 +193,9 @@ def _who_label(arm: Arm, who: str) -> str:
     return f"{who} ({n} seed{'s' if n != 1 else ''})"
 
 
-def arm_table(arms: list[Arm], losses: tuple[str, str], mode: str, k: int, columns: dict[str, list[str]],
-              arm_header: str) -> tuple[list[str], list[list]]:
+def arm_table(
+    arms: list[Arm], losses: tuple[str, str], mode: str, k: int, columns: dict[str, list[str]], arm_header: str
+) -> tuple[list[str], list[list]]:
     """Markdown lines (a row per arm and base / loss, then the gap `losses[1] - losses[0]`) and CSV rows."""
     a, b = losses
     lines = [f"| {arm_header} | | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
@@ -193,14 +205,24 @@ def arm_table(arms: list[Arm], losses: tuple[str, str], mode: str, k: int, colum
             found = {c: arm.cell(who, mode, splits, k) for c, splits in columns.items()}
             if not any(found.values()):
                 continue
-            lines.append(f"| {arm.name} | {_who_label(arm, who)} | "
-                         + " | ".join(c.markdown() if c else "-" for c in found.values()) + " |")
-            csv_rows += [[arm.name, mode, col, who, len(c.values), c.mean, c.std, *c.ci] for col, c in found.items() if c]
+            lines.append(
+                f"| {arm.name} | {_who_label(arm, who)} | "
+                + " | ".join(c.markdown() if c else "-" for c in found.values())
+                + " |"
+            )
+            csv_rows += [
+                [arm.name, mode, col, who, len(c.values), c.mean, c.std, *c.ci] for col, c in found.items() if c
+            ]
         gaps = {c: arm.gap(a, b, mode, splits, k) for c, splits in columns.items()}
         if any(gaps.values()):
-            lines.append(f"| {arm.name} | **{b} − {a}** | " + " | ".join(g.markdown() if g else "-" for g in gaps.values())
-                         + " |")
-            csv_rows += [[arm.name, mode, col, f"{b}-{a}", len(g.diffs), g.mean, g.std, *g.ci] for col, g in gaps.items() if g]
+            lines.append(
+                f"| {arm.name} | **{b} − {a}** | "
+                + " | ".join(g.markdown() if g else "-" for g in gaps.values())
+                + " |"
+            )
+            csv_rows += [
+                [arm.name, mode, col, f"{b}-{a}", len(g.diffs), g.mean, g.std, *g.ci] for col, g in gaps.items() if g
+            ]
     return lines, csv_rows
 
 
@@ -215,8 +237,13 @@ def accuracy_series(arms: list[Arm], who: str, mode: str, splits: list[str], k: 
     points = [(arm.x, c) for arm in arms if (c := arm.cell(who, mode, splits, k))]
     lo = [min(c.values) if len(c.values) > 1 else c.ci[0] for _, c in points]
     hi = [max(c.values) if len(c.values) > 1 else c.ci[1] for _, c in points]
-    return Series([x for x, _ in points], [100 * c.mean for _, c in points], [100 * v for v in lo],
-                  [100 * v for v in hi], dashed=who == BASE)
+    return Series(
+        [x for x, _ in points],
+        [100 * c.mean for _, c in points],
+        [100 * v for v in lo],
+        [100 * v for v in hi],
+        dashed=who == BASE,
+    )
 
 
 def gap_series(arms: list[Arm], losses: tuple[str, str], mode: str, splits: list[str], k: int):
@@ -224,18 +251,24 @@ def gap_series(arms: list[Arm], losses: tuple[str, str], mode: str, splits: list
     from dftlab.reporting.study_plot import Series
 
     points = [(arm.x, g) for arm in arms if (g := arm.gap(*losses, mode, splits, k))]
-    return Series([x for x, _ in points], [100 * g.mean for _, g in points], [100 * g.ci[0] for _, g in points],
-                  [100 * g.ci[1] for _, g in points])
+    return Series(
+        [x for x, _ in points],
+        [100 * g.mean for _, g in points],
+        [100 * g.ci[0] for _, g in points],
+        [100 * g.ci[1] for _, g in points],
+    )
 
 
 def note(runs: list[Run], what: str) -> str:
     n = next(iter(rows(runs[0], "greedy").values()))["n"]
     seeds = len({r.get("seed") for r in runs})
-    return (f"Each cell: mean ± standard deviation over seeds [95% Wilson interval of all problems and samples of all "
-            f"seeds pooled], in %; a gap: the mean over seeds of the paired per-seed difference ± its standard "
-            f"deviation [95% Newcombe interval of the pooled difference], in points; several splits: per seed the mean "
-            f"over them. {n} problems a split; {len(runs)} runs, {seeds} seed{'s' if seeds != 1 else ''}; {what}. "
-            f"{wall_times(runs)}")
+    return (
+        f"Each cell: mean ± standard deviation over seeds [95% Wilson interval of all problems and samples of all "
+        f"seeds pooled], in %; a gap: the mean over seeds of the paired per-seed difference ± its standard "
+        f"deviation [95% Newcombe interval of the pooled difference], in points; several splits: per seed the mean "
+        f"over them. {n} problems a split; {len(runs)} runs, {seeds} seed{'s' if seeds != 1 else ''}; {what}. "
+        f"{wall_times(runs)}"
+    )
 
 
 def wall_times(runs: list[Run]) -> str:
@@ -243,8 +276,11 @@ def wall_times(runs: list[Run]) -> str:
     by_folder: dict[Path, list[Run]] = {}
     for r in runs:
         by_folder.setdefault(r.path.parent, []).append(r)
-    return "Wall time from the first run's start to the last run's end: " + "; ".join(
-        f"`{folder}` ({len(rs)} runs) {wall_time_s(rs) / 60:.1f} min" for folder, rs in by_folder.items()) + "."
+    return (
+        "Wall time from the first run's start to the last run's end: "
+        + "; ".join(f"`{folder}` ({len(rs)} runs) {wall_time_s(rs) / 60:.1f} min" for folder, rs in by_folder.items())
+        + "."
+    )
 
 
 def write_outputs(out: Path, text: str, header: list[str], csv_rows: list[list]) -> None:
@@ -272,8 +308,16 @@ def load_study(paths: list[Path], losses: tuple[str, str], allowed: tuple[str, .
     return runs
 
 
-def write_tables(arms: list[Arm], runs: list[Run], losses: tuple[str, str], columns: dict[str, list[str]], out: Path,
-                 arm_header: str, heading: str, what: str) -> str:
+def write_tables(
+    arms: list[Arm],
+    runs: list[Run],
+    losses: tuple[str, str],
+    columns: dict[str, list[str]],
+    out: Path,
+    arm_header: str,
+    heading: str,
+    what: str,
+) -> str:
     """`<out>.md` (a table per decoding) and `<out>.csv`; returns the markdown."""
     parts, csv_rows = [], []
     for mode, (title, k) in modes(runs).items():
@@ -286,7 +330,9 @@ def write_tables(arms: list[Arm], runs: list[Run], losses: tuple[str, str], colu
     return text
 
 
-def accuracy_panels(arms: list[Arm], runs: list[Run], losses: tuple[str, str], columns: dict[str, list[str]], mode: str):
+def accuracy_panels(
+    arms: list[Arm], runs: list[Run], losses: tuple[str, str], columns: dict[str, list[str]], mode: str
+):
     """A panel per column: the base's and each loss's accuracy across the arms."""
     from dftlab.reporting.study_plot import Panel
 
@@ -306,8 +352,15 @@ def cli(prog: str, doc: str, default_name: str, write, argv: list[str] | None) -
     """The command line every study report shares: paths, --out, --losses."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="multirun or run directories of finished runs")
-    parser.add_argument("--out", type=Path, help=f"output prefix: <out>.md, .csv, .png (default: <first path>/{default_name})")
-    parser.add_argument("--losses", nargs=2, default=["sft", "dft"], metavar=("A", "B"),
-                        help="the two losses compared; the gap is B - A (default: sft dft)")
+    parser.add_argument(
+        "--out", type=Path, help=f"output prefix: <out>.md, .csv, .png (default: <first path>/{default_name})"
+    )
+    parser.add_argument(
+        "--losses",
+        nargs=2,
+        default=["sft", "dft"],
+        metavar=("A", "B"),
+        help="the two losses compared; the gap is B - A (default: sft dft)",
+    )
     args = parser.parse_args(argv)
     sys.stdout.write(write(args.paths, args.out or args.paths[0] / default_name, tuple(args.losses)))

@@ -29,8 +29,15 @@ class Panel:
     zero_line: bool = False  # a gap: draw y = 0
 
 
-def plot_grid(grid: list[list[Panel]], path: Path, title: str, xlabel: str, xticks: Sequence[float],
-              xticklabels: Sequence[str] | None = None, log_base: int | None = None) -> Path:
+def plot_grid(
+    grid: list[list[Panel]],
+    path: Path,
+    title: str,
+    xlabel: str,
+    xticks: Sequence[float],
+    xticklabels: Sequence[str] | None = None,
+    log_base: int | None = None,
+) -> Path:
     """One row of panels per inner list; every panel shares the x axis' ticks."""
     n_rows, cols = len(grid), max(len(r) for r in grid)
     width, height = 5 * cols, 3.8 * n_rows + 0.7
@@ -64,8 +71,9 @@ def plot_grid(grid: list[list[Panel]], path: Path, title: str, xlabel: str, xtic
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     # fixed margins: a layout engine (constrained, tight) costs seconds a figure
-    fig.subplots_adjust(left=0.8 / width, right=0.98, bottom=0.55 / height, top=1 - 0.8 / height,
-                        wspace=0.3, hspace=0.5)
+    fig.subplots_adjust(
+        left=0.8 / width, right=0.98, bottom=0.55 / height, top=1 - 0.8 / height, wspace=0.3, hspace=0.5
+    )
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -42,20 +42,20 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from dftlab.config import instantiate
 from dftlab.data.collate import collate
 from dftlab.data.encode import encode
-from dftlab.errors import ConfigError, build
+from dftlab.errors import ConfigError
 from dftlab.eval_run import target
 from dftlab.evaluation.report import load_for_generation, row
 from dftlab.evaluation.runner import generate_and_score, select, summarise, verdicts
 from dftlab.evaluation.settings import EvalSettings, Sampling
-from dftlab.losses import IGNORE_INDEX
+from dftlab.losses import build_loss
 from dftlab.models import eval_mode, load_tokenizer
-from dftlab.policy import output_head
+from dftlab.objective import CausalLMWithLoss
 from dftlab.reporting import study
 from dftlab.reporting.runs import Run, load_run
 from dftlab.run import quiet_logs
-from dftlab.token_loss import chunk_rows_for, token_logprobs
 
 CACHE = "decoding"
 SUMMARY = "summary.json"
@@ -136,15 +136,16 @@ class RunMeasures:
 
     @cached_property
     def task(self):
-        return build(self.target.data_cfg.task)
+        return instantiate(self.target.data_cfg.task)
 
     @cached_property
     def tokenizer(self):
         return load_tokenizer(self.target.model_cfg)
 
     def _load(self, settings: EvalSettings):
-        return load_for_generation(self.target.model_cfg.name_or_path, settings,
-                                   bool(self.target.model_cfg.get("trust_remote_code")))
+        return load_for_generation(
+            self.target.model_cfg.name_or_path, settings, bool(self.target.model_cfg.get("trust_remote_code"))
+        )
 
     @cached_property
     def lm(self):
@@ -153,21 +154,33 @@ class RunMeasures:
     @cached_property
     def scorer(self):
         """The Hugging Face model, for the teacher-forced pass (a vLLM engine only generates)."""
-        return self.lm if self.settings.backend != "vllm" else self._load(dataclasses.replace(self.settings, backend="hf"))
+        return (
+            self.lm if self.settings.backend != "vllm" else self._load(dataclasses.replace(self.settings, backend="hf"))
+        )
 
     def _problems(self, part: str) -> dict[str, list[dict]]:
         task = self.task.eval_task
         if part == "test":
             return select(task, self.settings.splits, self.settings.max_problems)
         if task is not self.task:
-            raise ConfigError(f"{self.run.path}: the validation problems of {type(self.task).__name__} are not "
-                              f"scored by its evaluation task: no temperature can be tuned on them (drop --tune)")
+            raise ConfigError(
+                f"{self.run.path}: the validation problems of {type(self.task).__name__} are not "
+                f"scored by its evaluation task: no temperature can be tuned on them (drop --tune)"
+            )
         return {"val": self.task.val()[: self.settings.max_problems]}
 
     def _folder(self, name: str, part: str, spec: dict) -> Path:
         s = self.settings
-        key = {**spec, "part": part, "splits": s.splits, "max_problems": s.max_problems, "seed": s.seed,
-               "batch_size": s.batch_size, "backend": s.backend, "export": self.export_key}
+        key = {
+            **spec,
+            "part": part,
+            "splits": s.splits,
+            "max_problems": s.max_problems,
+            "seed": s.seed,
+            "batch_size": s.batch_size,
+            "backend": s.backend,
+            "export": self.export_key,
+        }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
         return self.run.path / CACHE / f"{name}-{part}-{digest}"
 
@@ -190,8 +203,15 @@ class RunMeasures:
             return self._read(folder)["rows"]
         start = time.time()
         records = generate_and_score(
-            self.lm, self.tokenizer, self.task.eval_task, self._problems(part), n_samples=d.k,
-            temperature=d.temperature, top_p=d.top_p, batch_size=self.settings.batch_size, seed=self.settings.seed,
+            self.lm,
+            self.tokenizer,
+            self.task.eval_task,
+            self._problems(part),
+            n_samples=d.k,
+            temperature=d.temperature,
+            top_p=d.top_p,
+            batch_size=self.settings.batch_size,
+            seed=self.settings.seed,
         )
         results = {name: summarise(name, *verdicts(recs), recs) for name, recs in records.items()}
         rows = {name: row(r) for name, r in results.items()}
@@ -227,18 +247,15 @@ class RunMeasures:
         encoded = [encode(tok, p["prompt"], p["response"], self.max_length, chat) for p in problems]
         items = [(i, e, 0) for i, e in enumerate(encoded) if e is not None]
         device = next(lm.parameters()).device
-        chunk_rows = chunk_rows_for(lm.get_output_embeddings().weight.shape[0], 64)
+        scorer = CausalLMWithLoss(lm, build_loss("sft"))  # its token statistics: the one place they are computed
         total, count = 0.0, 0
         with eval_mode(lm):
             for start in range(0, len(items), ENTROPY_BATCH):
                 batch = collate(items[start : start + ENTROPY_BATCH], tok.pad_token_id)
-                mask = batch["labels"] != IGNORE_INDEX
-                # right padding under causal attention: no real token attends to a pad
-                hidden = lm.get_decoder()(input_ids=batch["input_ids"].to(device), use_cache=False).last_hidden_state
-                targets = batch["labels"][mask].to(device)
-                _, _, ent = token_logprobs(hidden[mask.to(device)], output_head(lm), targets, chunk_rows, entropy=True)
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                stats, ent = scorer.token_stats(batch, entropy=True)
                 total += float(ent.double().sum())
-                count += int(mask.sum())
+                count += int(stats.logp.numel())
         return total, count
 
     def _store(self, folder: Path, files: dict[str, str]) -> None:
@@ -297,8 +314,15 @@ def _fill(job: tuple) -> int:
     return m.computed
 
 
-def measure_all(runs: list[Run], settings: list[Decoding], options: Options, tune: list[str], tune_grid: list[float],
-                k: int, jobs: int = 1):
+def measure_all(
+    runs: list[Run],
+    settings: list[Decoding],
+    options: Options,
+    tune: list[str],
+    tune_grid: list[float],
+    k: int,
+    jobs: int = 1,
+):
     """Per row label (a run's `run_name`): accuracies `{decoding: {seed: rows}}`, entropies
     `{seed: {split: ...}}`, tuned `[Tuned]`; how many measurements were made, and the seconds that all
     of them (made now or read back) took to make. With `jobs` > 1
@@ -316,8 +340,11 @@ def measure_all(runs: list[Run], settings: list[Decoding], options: Options, tun
         raise SystemExit(f"--tune {' '.join(unknown)}: no such run_name among the runs ({', '.join(measures)})")
     computed = 0
     if jobs > 1:
-        work = [(str(m.run.path), settings, options, tune_grid if label in tune else None, k)
-                for label, by_seed in measures.items() for m in by_seed.values()]
+        work = [
+            (str(m.run.path), settings, options, tune_grid if label in tune else None, k)
+            for label, by_seed in measures.items()
+            for m in by_seed.values()
+        ]
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             computed = sum(pool.map(_fill, work))
     acc, ent, tuned = {}, {}, {}
@@ -354,7 +381,11 @@ def _mean_std(values: list[float], scale: float = 100, fmt: str = ".1f") -> str:
 
 
 def _pass(rows_by_seed: dict[int, dict], splits: list[str]) -> list[float]:
-    return [statistics.fmean(r[s]["pass"] for s in splits) for r in rows_by_seed.values() if all("pass" in r[s] for s in splits)]
+    return [
+        statistics.fmean(r[s]["pass"] for s in splits)
+        for r in rows_by_seed.values()
+        if all("pass" in r[s] for s in splits)
+    ]
 
 
 def render(acc, ent, tuned, settings: list[Decoding], k: int, out: Path, runs: list[Run], seconds: float) -> str:
@@ -363,10 +394,18 @@ def render(acc, ent, tuned, settings: list[Decoding], k: int, out: Path, runs: l
     parts, csv_rows = [], []
     for group, splits in split_groups.items():
         head = "| | entropy (nats) | " + " | ".join(d.label for d in settings) + " |"
-        lines = [f"### Average@{k} (%) against the decoding temperature, {group} ({', '.join(splits)})", "",
-                 head, "|---" * (len(settings) + 2) + "|"]
-        pass_lines = [f"### pass@{k} (%), {group}", "", "| | " + " | ".join(d.label for d in settings if not d.greedy)
-                      + " |", "|---" * (sum(not d.greedy for d in settings) + 1) + "|"]
+        lines = [
+            f"### Average@{k} (%) against the decoding temperature, {group} ({', '.join(splits)})",
+            "",
+            head,
+            "|---" * (len(settings) + 2) + "|",
+        ]
+        pass_lines = [
+            f"### pass@{k} (%), {group}",
+            "",
+            "| | " + " | ".join(d.label for d in settings if not d.greedy) + " |",
+            "|---" * (sum(not d.greedy for d in settings) + 1) + "|",
+        ]
         for label, by_d in acc.items():
             h = [v for v in (group_entropy(e, splits) for e in ent[label].values()) if v is not None]
             row_cells = []
@@ -374,33 +413,75 @@ def render(acc, ent, tuned, settings: list[Decoding], k: int, out: Path, runs: l
                 c = study.pooled(list(by_d[d].values()), splits, d.k)
                 row_cells.append(c.markdown())
                 passes = _pass(by_d[d], splits) if not d.greedy else []
-                csv_rows.append([label, d.tag, d.temperature, d.top_p, d.k, group, len(c.values), c.mean, c.std, *c.ci,
-                                 statistics.fmean(passes) if passes else "", statistics.fmean(h) if h else ""])
+                csv_rows.append(
+                    [
+                        label,
+                        d.tag,
+                        d.temperature,
+                        d.top_p,
+                        d.k,
+                        group,
+                        len(c.values),
+                        c.mean,
+                        c.std,
+                        *c.ci,
+                        statistics.fmean(passes) if passes else "",
+                        statistics.fmean(h) if h else "",
+                    ]
+                )
             n = len(next(iter(by_d.values())))
             name = f"{label} ({n} seed{'s' if n > 1 else ''})"
             lines.append(f"| {name} | {_mean_std(h, 1, '.3f')} | " + " | ".join(row_cells) + " |")
-            pass_lines.append(f"| {name} | " + " | ".join(_mean_std(_pass(by_d[d], splits)) for d in settings
-                                                         if not d.greedy) + " |")
+            pass_lines.append(
+                f"| {name} | " + " | ".join(_mean_std(_pass(by_d[d], splits)) for d in settings if not d.greedy) + " |"
+            )
         parts += ["\n".join(lines), "\n".join(pass_lines)]
     for label, tuned_runs in tuned.items():
-        lines = [f"### {label} with its temperature tuned on the validation split (top_p 1, Average@{k}, %)", "",
-                 "| seed | temperature | validation | " + " | ".join(split_groups) + " |",
-                 "|---" * (len(split_groups) + 3) + "|"]
+        lines = [
+            f"### {label} with its temperature tuned on the validation split (top_p 1, Average@{k}, %)",
+            "",
+            "| seed | temperature | validation | " + " | ".join(split_groups) + " |",
+            "|---" * (len(split_groups) + 3) + "|",
+        ]
         for t in tuned_runs:
-            lines.append(f"| {t.seed} | {t.temperature:g} | {100 * t.val[t.temperature]:.1f} | "
-                         + " | ".join(study.pooled([t.rows], s, k).markdown() for s in split_groups.values()) + " |")
+            lines.append(
+                f"| {t.seed} | {t.temperature:g} | {100 * t.val[t.temperature]:.1f} | "
+                + " | ".join(study.pooled([t.rows], s, k).markdown() for s in split_groups.values())
+                + " |"
+            )
         pooled_cells = {g: study.pooled([t.rows for t in tuned_runs], s, k) for g, s in split_groups.items()}
         temps = [t.temperature for t in tuned_runs]
-        lines.append(f"| all ({len(tuned_runs)}) | {_mean_std(temps, 1, '.2f')} | "
-                     f"{_mean_std([t.val[t.temperature] for t in tuned_runs])} | "
-                     + " | ".join(c.markdown() for c in pooled_cells.values()) + " |")
+        lines.append(
+            f"| all ({len(tuned_runs)}) | {_mean_std(temps, 1, '.2f')} | "
+            f"{_mean_std([t.val[t.temperature] for t in tuned_runs])} | "
+            + " | ".join(c.markdown() for c in pooled_cells.values())
+            + " |"
+        )
         for g, c in pooled_cells.items():
-            csv_rows.append([f"{label} tuned", "tuned", statistics.fmean(temps), 1.0, k, g, len(c.values), c.mean, c.std,
-                             *c.ci, "", ""])
+            csv_rows.append(
+                [
+                    f"{label} tuned",
+                    "tuned",
+                    statistics.fmean(temps),
+                    1.0,
+                    k,
+                    g,
+                    len(c.values),
+                    c.mean,
+                    c.std,
+                    *c.ci,
+                    "",
+                    "",
+                ]
+            )
         grid = sorted(tuned_runs[0].val)
-        lines += ["", f"Validation grid: temperatures {', '.join(f'{t:g}' for t in grid)}; validation Average@{k} "
-                  f"per seed: " + "; ".join(f"seed {t.seed}: " + ", ".join(f"{100 * t.val[x]:.1f}" for x in grid)
-                                            for t in tuned_runs) + "."]
+        lines += [
+            "",
+            f"Validation grid: temperatures {', '.join(f'{t:g}' for t in grid)}; validation Average@{k} "
+            f"per seed: "
+            + "; ".join(f"seed {t.seed}: " + ", ".join(f"{100 * t.val[x]:.1f}" for x in grid) for t in tuned_runs)
+            + ".",
+        ]
         parts.append("\n".join(lines))
     n = next(iter(first.values()))["n"]
     parts.append(
@@ -412,21 +493,54 @@ def render(acc, ent, tuned, settings: list[Decoding], k: int, out: Path, runs: l
         f"{seconds / 60:.1f} min in all (summed over processes; the settings of the runs' own evaluation not counted)."
     )
     text = "\n\n".join(parts) + "\n"
-    study.write_outputs(out, text, ["row", "decoding", "temperature", "top_p", "k", "group", "seeds", "mean", "std",
-                                    "ci95_lo", "ci95_hi", "pass_at_k", "entropy"], csv_rows)
+    study.write_outputs(
+        out,
+        text,
+        [
+            "row",
+            "decoding",
+            "temperature",
+            "top_p",
+            "k",
+            "group",
+            "seeds",
+            "mean",
+            "std",
+            "ci95_lo",
+            "ci95_hi",
+            "pass_at_k",
+            "entropy",
+        ],
+        csv_rows,
+    )
     return text
 
 
 def write_run_rows(acc, out: Path) -> None:
     with open(study.with_suffix(out, "_runs.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "seed", "decoding", "temperature", "top_p", "k", "split", "n", "acc", "pass_at_k", "well_formed"])
+        w.writerow(
+            ["row", "seed", "decoding", "temperature", "top_p", "k", "split", "n", "acc", "pass_at_k", "well_formed"]
+        )
         for label, by_d in acc.items():
             for d, by_seed in by_d.items():
                 for seed, rows in by_seed.items():
                     for split, r in rows.items():
-                        w.writerow([label, seed, d.tag, d.temperature, d.top_p, d.k, split, r["n"], r["acc"],
-                                    r.get("pass", ""), r["well_formed"]])
+                        w.writerow(
+                            [
+                                label,
+                                seed,
+                                d.tag,
+                                d.temperature,
+                                d.top_p,
+                                d.k,
+                                split,
+                                r["n"],
+                                r["acc"],
+                                r.get("pass", ""),
+                                r["well_formed"],
+                            ]
+                        )
 
 
 def plot(acc, ent, tuned, settings: list[Decoding], k: int, out: Path) -> Path:
@@ -442,43 +556,78 @@ def plot(acc, ent, tuned, settings: list[Decoding], k: int, out: Path) -> Path:
         for group, splits in split_groups.items():
             panel = Panel(f"{group}, top_p {top_p:g}", f"Average@{k} (%)")
             for label, by_d in acc.items():
-                per_seed = [[statistics.fmean(rows[s]["acc"] for s in splits) for rows in by_d[d].values()] for d in chosen]
+                per_seed = [
+                    [statistics.fmean(rows[s]["acc"] for s in splits) for rows in by_d[d].values()] for d in chosen
+                ]
                 h = [v for v in (group_entropy(e, splits) for e in ent[label].values()) if v is not None]
                 name = f"{label} (entropy {statistics.fmean(h):.3f})" if h else label
-                panel.series[name] = Series([d.temperature for d in chosen], [100 * statistics.fmean(v) for v in per_seed],
-                                            [100 * min(v) for v in per_seed], [100 * max(v) for v in per_seed])
+                panel.series[name] = Series(
+                    [d.temperature for d in chosen],
+                    [100 * statistics.fmean(v) for v in per_seed],
+                    [100 * min(v) for v in per_seed],
+                    [100 * max(v) for v in per_seed],
+                )
             if top_p == 1.0:
                 for label, runs in tuned.items():
                     v = [statistics.fmean(t.rows[s]["acc"] for s in splits) for t in runs]
                     panel.series[f"{label}, temperature tuned on val"] = Series(
-                        [statistics.fmean(t.temperature for t in runs)], [100 * statistics.fmean(v)], [100 * min(v)],
-                        [100 * max(v)], point=True)
+                        [statistics.fmean(t.temperature for t in runs)],
+                        [100 * statistics.fmean(v)],
+                        [100 * min(v)],
+                        [100 * max(v)],
+                        point=True,
+                    )
             row_panels.append(panel)
         grid.append(row_panels)
     temps = sorted({d.temperature for d in settings})
-    return plot_grid(grid, study.with_suffix(out, ".png"), "Accuracy against the decoding temperature (band: lowest to highest "
-                     "seed; entropy in nats)", "temperature", temps, ["greedy" if t == 0 else f"{t:g}" for t in temps])
+    return plot_grid(
+        grid,
+        study.with_suffix(out, ".png"),
+        "Accuracy against the decoding temperature (band: lowest to highest seed; entropy in nats)",
+        "temperature",
+        temps,
+        ["greedy" if t == 0 else f"{t:g}" for t in temps],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dftlab.reporting.temperature", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dftlab.reporting.temperature", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="multirun or run directories of finished runs")
-    parser.add_argument("--out", type=Path, help="output prefix: <out>.md, .csv, _runs.csv, .png "
-                        "(default: <first path>/temperature)")
+    parser.add_argument(
+        "--out", type=Path, help="output prefix: <out>.md, .csv, _runs.csv, .png (default: <first path>/temperature)"
+    )
     parser.add_argument("--k", type=int, default=8, help="samples per problem at each temperature (default 8)")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES),
-                        help="0 is greedy (default: 0 0.3 0.6 1)")
+    parser.add_argument(
+        "--temperatures", type=float, nargs="+", default=list(TEMPERATURES), help="0 is greedy (default: 0 0.3 0.6 1)"
+    )
     parser.add_argument("--top-p", type=float, nargs="+", default=list(TOP_P), help="default: 1 0.95")
-    parser.add_argument("--tune", nargs="*", default=["sft"],
-                        help="run_names whose temperature is tuned on the validation split (default: sft; none: no tuning)")
-    parser.add_argument("--tune-grid", type=float, nargs="+", default=list(TUNE_GRID),
-                        help="temperatures tried on the validation split (default: 0.1 to 1 by 0.1)")
+    parser.add_argument(
+        "--tune",
+        nargs="*",
+        default=["sft"],
+        help="run_names whose temperature is tuned on the validation split (default: sft; none: no tuning)",
+    )
+    parser.add_argument(
+        "--tune-grid",
+        type=float,
+        nargs="+",
+        default=list(TUNE_GRID),
+        help="temperatures tried on the validation split (default: 0.1 to 1 by 0.1)",
+    )
     parser.add_argument("--splits", nargs="+", help="test splits (default: those of each run's own evaluation)")
     parser.add_argument("--max-problems", type=int, help="problems a split (default: as each run's own evaluation)")
-    parser.add_argument("--batch-size", type=int, help="sequences per generate call (default: the run's eval.batch_size)")
+    parser.add_argument(
+        "--batch-size", type=int, help="sequences per generate call (default: the run's eval.batch_size)"
+    )
     parser.add_argument("--seed", type=int, help="sampling seed (default: each run's seed)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="processes of one thread each that measure runs side by side (default 1; 2 on two cores)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes of one thread each that measure runs side by side (default 1; 2 on two cores)",
+    )
     args = parser.parse_args(argv)
     if args.k < 1 or any(t < 0 for t in args.temperatures) or any(t <= 0 for t in args.tune_grid):
         parser.error("--k must be >= 1, --temperatures >= 0 and --tune-grid > 0")
@@ -489,7 +638,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = grid_of(args.temperatures, args.top_p, args.k)
     options = Options(args.splits, args.max_problems, args.batch_size, args.seed)
     try:
-        acc, ent, tuned, computed, seconds = measure_all(runs, settings, options, args.tune, args.tune_grid, args.k, args.jobs)
+        acc, ent, tuned, computed, seconds = measure_all(
+            runs, settings, options, args.tune, args.tune_grid, args.k, args.jobs
+        )
     except ConfigError as err:
         raise SystemExit(str(err)) from None
     out = args.out or args.paths[0] / "temperature"
