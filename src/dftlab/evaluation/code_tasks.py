@@ -103,12 +103,17 @@ class CodeTask:
         self.hub = dict(hub or {})
         if extra := [s for s in self.hub if s not in SETS]:
             raise ConfigError(f"data.task.hub names unknown sets {extra}: choose from {', '.join(SETS)}")
-        checks = {"max_problems": max_problems is None or max_problems >= 1, "max_new_tokens": max_new_tokens >= 1,
-                  "timeout": timeout > 0, "time_factor": time_factor >= 0, "memory_mb": memory_mb >= 256,
-                  "workers": workers is None or workers >= 1}
-        if bad := [k for k, ok in checks.items() if not ok]:
-            values = ", ".join(f"data.task.{k}={locals()[k]}" for k in bad)
-            raise ConfigError(f"{values}: not allowed (see the parameters of {type(self).__name__})")
+        checks = {
+            "max_problems": (max_problems, max_problems is None or max_problems >= 1, "null (all) or >= 1"),
+            "max_new_tokens": (max_new_tokens, max_new_tokens >= 1, ">= 1"),
+            "timeout": (timeout, timeout > 0, "seconds per program, > 0"),
+            "time_factor": (time_factor, time_factor >= 0, ">= 0"),
+            "memory_mb": (memory_mb, memory_mb >= 256, ">= 256"),
+            "workers": (workers, workers is None or workers >= 1, "null (one per CPU core) or >= 1"),
+        }
+        for key, (value, ok, allowed) in checks.items():
+            if not ok:
+                raise ConfigError(f"data.task.{key}={value!r} is not allowed: {allowed}")
         self.max_problems, self.new_tokens, self.chat, self.instruction = max_problems, max_new_tokens, chat, instruction
         self.limits = sandbox.Limits(timeout_s=timeout, memory_mb=memory_mb)
         self.time_factor, self.workers = time_factor, workers
