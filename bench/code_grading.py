@@ -8,13 +8,14 @@ constant, and code that does not compile, in turn.
     python bench/code_grading.py                                  # 164 x 16 on both sets
     python bench/code_grading.py --sets humaneval --samples 4 --workers 8
 
-HumanEval+'s canonical outputs are computed first when they are not cached yet (in
+Writes logs/bench/code_grading.csv. HumanEval+'s canonical outputs are computed first when they are not cached yet (in
 $DFTLAB_CACHE or logs/cache; that time is reported apart). Needs DFTLAB_BENCHMARKS_DIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,12 +43,14 @@ def main() -> None:
     ap.add_argument("--max-problems", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", default=str(ROOT / "logs" / "bench" / "code_grading.csv"))
     args = ap.parse_args()
     task = CodeTask(sets=args.sets, max_problems=args.max_problems, workers=args.workers, cache_dir=args.cache_dir)
     print(f"isolation: {isolation().describe()}; workers: {args.workers or default_workers()}")
     started = time.monotonic()
     _ = task.references
     print(f"HumanEval+ canonical outputs ready in {time.monotonic() - started:.1f} s")
+    records = []
     for name in args.sets:
         rows = task.test_splits[name]
         flat_rows = [r for r in rows for _ in range(args.samples)]
@@ -58,6 +61,17 @@ def main() -> None:
         statuses = Counter(s["status"] for s in scores)
         print(f"{name}: {len(flat)} programs in {seconds:.1f} s = {len(flat) / seconds:.1f} programs/s; "
               f"passed {sum(s['correct'] for s in scores)}; {dict(statuses)}")
+        records.append({"set": name, "programs": len(flat), "seconds": round(seconds, 2),
+                        "programs_per_s": round(len(flat) / seconds, 2), "passed": sum(s["correct"] for s in scores),
+                        **{f"n_{k}": v for k, v in sorted(statuses.items())}})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(records)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def isolation(user: int = NOBODY, namespaces: bool | None = None, landlock: bool
             return iso
         log.info("sandbox: %s does not work as uid %s: %s", candidate, uid, result.error)
     raise SandboxUnavailable(f"sandbox: no interpreter among {candidates} runs as uid {uid} ({result.error}); "
-                      f"give one whose standard library that user can read")
+                             f"give one whose standard library that user can read")
 
 
 _COUNT_LOCK = threading.Lock()
@@ -283,7 +283,7 @@ def run(program: str, limits: Limits = Limits(), iso: Isolation | None = None) -
     lines = [line for line in stderr.splitlines() if line.strip()]
     error = lines[-1][:300] if status in ("failed", "syntax_error") and lines else ""
     if status == "failed" and code == 0:
-        error = "it ended before its end (no end-of-program mark)"
+        error = "it exited before running to its end (no end-of-program mark)"
     elif status not in ("passed", "failed", "syntax_error"):
         error = f"{status} (exit status {code})"
     return Result(status, code, stdout, stderr, seconds, error)
