@@ -110,9 +110,9 @@ def _checkpoint_weights(ckpt: Path) -> dict:
 
 
 def _checkpoint_model(t: Target, tokenizer) -> torch.nn.Module:
-    """The model of `t.model_cfg` with the checkpoint's weights."""
+    """The model of `t.model_cfg` with the checkpoint's weights (its own without a checkpoint)."""
     lm = load_causal_lm(t.model_cfg, tokenizer)
-    missing, unexpected = lm.load_state_dict(t.weights, strict=False)
+    missing, unexpected = lm.load_state_dict(t.weights, strict=False) if t.weights is not None else ([], [])
     if missing or unexpected:
         raise ConfigError(f"ckpt: the checkpoint's weights do not fit model.name_or_path={t.model_cfg.name_or_path} "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]}): is it this run's checkpoint?")
@@ -123,7 +123,7 @@ def _checkpoint_model(t: Target, tokenizer) -> torch.nn.Module:
 
 def _evaluate(t: Target, tokenizer, task, settings: EvalSettings) -> ModelResults:
     trust = bool(t.model_cfg.get("trust_remote_code"))
-    if t.weights is None:
+    if t.weights is None and not t.model_cfg.get("gguf_file"):  # a GGUF file loads through load_causal_lm
         return evaluate_path(t.model_cfg.name_or_path, tokenizer, task, settings, trust)
     lm = _checkpoint_model(t, tokenizer)
     if settings.backend != "vllm":

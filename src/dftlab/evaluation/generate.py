@@ -7,12 +7,27 @@ prompts, settings and decoding, many times faster on a GPU).
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria
 
 from dftlab.data.encode import prompt_ids
 from dftlab.evaluation import vllm_backend
 from dftlab.evaluation.decoding import decode, stop_token_ids
 from dftlab.models import eval_mode
+
+
+class StopAtStrings(StoppingCriteria):
+    """Ends a row once its last generated tokens show a stop string, so that generation does not run
+    on to `max_new_tokens` (`decode` then cuts the text there). Works with any tokenizer: it decodes
+    the last few tokens (each is at least one character), not a table of the vocabulary."""
+
+    def __init__(self, tokenizer, stop: list[str], start: int):
+        self.tokenizer, self.stop, self.start = tokenizer, stop, start
+        self.window = max(map(len, stop)) + 2
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        tails = self.tokenizer.batch_decode(input_ids[:, max(self.start, input_ids.shape[1] - self.window) :],
+                                            skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in tails], device=input_ids.device)
 
 
 @torch.no_grad()
@@ -77,7 +92,7 @@ def generate(
             torch.manual_seed(seed * 1_000_003 + b)
             gen = lm.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                synced_gpus=synced_gpus,
+                synced_gpus=synced_gpus, stopping_criteria=[StopAtStrings(tokenizer, stop, width)] if stop else None,
             )
             new = gen[:, width:].cpu()
             for r, row in enumerate(new):
