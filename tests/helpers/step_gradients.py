@@ -28,7 +28,7 @@ class CaptureGradients(L.Callback):
 
 def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "token", path: str = "naive",
                    run_dir="/tmp",
-                   extra=()):
+                   extra=(), callbacks=()):
     from dftlab.config import compose_config
     from dftlab.run import setup
 
@@ -51,7 +51,7 @@ def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "to
     if devices > 1:
         overrides += ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}"]
     capture = CaptureGradients()
-    s = setup(compose_config(overrides), extra_callbacks=[capture])
+    s = setup(compose_config(overrides), extra_callbacks=[*callbacks, capture])
     s.trainer.fit(s.module, datamodule=s.datamodule)
     s.capture = capture
     return capture.grads, s
