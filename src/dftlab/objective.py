@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -72,6 +72,23 @@ def packing_isolates_sequences(lm: nn.Module) -> tuple[bool, str]:
         packed = lm(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
         ok, err = _agree(packed, alone, next(lm.parameters()).dtype)
         return ok, "" if ok else f"packed sequences attend to each other (logits differ by {err:.3g})"
+
+
+@contextmanager
+def _unsharded(module: nn.Module | None):
+    """A module sharded by FSDP2 as its own root (the frozen reference) with its root parameters
+    (embeddings, final norm, output layer) gathered for the block, as its forward would gather them:
+    its decoder and head are used directly. Its layers gather their own when called."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(module, FSDPModule):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
 
 
 class CausalLMWithLoss(nn.Module):
@@ -150,6 +167,10 @@ class CausalLMWithLoss(nn.Module):
         return self.reference if self.reference_mode == "copy" else self.lm
 
     def forward(self, batch: dict[str, torch.Tensor], normaliser: float) -> tuple[torch.Tensor, TokenStats]:
+        with _unsharded(self.reference):  # its head is used until the loss is computed
+            return self._forward(batch, normaliser)
+
+    def _forward(self, batch: dict[str, torch.Tensor], normaliser: float) -> tuple[torch.Tensor, TokenStats]:
         labels = batch["labels"]
         mask = labels != IGNORE_INDEX
         targets = labels[mask]
