@@ -1,14 +1,13 @@
 """The paper's recipes compose, and run a few steps with the model and data swapped for tiny local
 stand-ins (the same code path: a local model directory with a chat template, a local data file)."""
 
-import json
 import os
 
 import pytest
 
 from dftlab.config import CONFIG_DIR, compose_config
 from dftlab.run import run
-from tests.conftest import tiny_lm
+from tests.helpers.stand_ins import make_stand_ins
 
 RECIPES = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*numina*.yaml"))
 BENCHMARKS = os.environ.get("DFTLAB_BENCHMARKS_DIR")
@@ -16,20 +15,7 @@ BENCHMARKS = os.environ.get("DFTLAB_BENCHMARKS_DIR")
 
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
-    from dftlab.data.tokenizer import char_tokenizer
-
-    root = tmp_path_factory.mktemp("stand_ins")
-    chars = "0123456789+-*/=()., abcdefghijklmnopqrstuvwxyz\\{}^$?\n"
-    tok = char_tokenizer(chars)
-    tok.chat_template = ("{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}assistant: {% endif %}")
-    lm = tiny_lm("qwen2", vocab=len(tok), tie=True)
-    lm.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    rows = [{"problem": f"what is {a}+{b}?", "solution": f"{a}+{b}={a + b}, so \\boxed{{{a + b}}}"}
-            for a in range(8) for b in range(8)]
-    (root / "numina.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return root
+    return make_stand_ins(tmp_path_factory.mktemp("stand_ins"))
 
 
 def _overrides(recipe, stand_ins, run_dir):

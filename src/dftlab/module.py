@@ -35,6 +35,9 @@ class FineTuneModule(L.LightningModule):
       target token of every micro-batch on every rank, divided by the number of those tokens.
     - `official`: as the public DFT code does: each micro-batch's token mean, summed over the
       micro-batches of a step without division, averaged over ranks. For faithful comparisons.
+
+    `train/loss` is the quantity the step optimises under either reduction; under `official`,
+    `train/loss_token_mean` is the token mean beside it (what `train/loss` is under `token`).
     """
 
     def __init__(self, model, loss: TokenLoss, optim, engine: EngineSettings, tokenizer=None):
@@ -112,6 +115,8 @@ class FineTuneModule(L.LightningModule):
         sums = torch.stack(
             [
                 loss.detach().double() * normaliser,
+                # what Lightning backpropagates (the loss over the accumulation); over ranks, DDP averages
+                loss.detach().double() / self.trainer.accumulate_grad_batches,
                 -logp.sum(),
                 stats.correct.double().sum(),
                 logp.exp().sum(),
@@ -129,7 +134,7 @@ class FineTuneModule(L.LightningModule):
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         grad_norm = self._grad_norm(optimizer)
-        weighted, nll, correct, psum, n_targets, n_tokens = sums.tolist()
+        weighted, optimised, nll, correct, psum, n_targets, n_tokens = sums.tolist()
         rows = torch.cat(self._step_rows).tolist() if self._step_rows else []
         self._step_sums, self._step_rows = None, []
         now = time.perf_counter()
@@ -137,7 +142,7 @@ class FineTuneModule(L.LightningModule):
         self._step_clock = now
         n = max(n_targets, 1.0)
         metrics = {
-            "train/loss": weighted / n,
+            "train/loss": optimised / self.trainer.world_size,
             "train/ce": nll / n,
             "train/acc": correct / n,
             "train/p_mean": psum / n,
@@ -146,6 +151,8 @@ class FineTuneModule(L.LightningModule):
             "train/target_tokens": n_targets,
             "train/skipped_steps": float(self.skipped_steps),
         }
+        if self.engine.reduction == "official":
+            metrics["train/loss_token_mean"] = weighted / n
         if elapsed == elapsed:  # no rate for the first step, nor after a validation pass
             metrics["train/tokens_per_s"] = n_tokens / elapsed
             metrics["train/target_tokens_per_s"] = n_targets / elapsed
@@ -231,13 +238,15 @@ class FineTuneModule(L.LightningModule):
     # --- optimizer -------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        """`optim.optimizer` called with the parameter groups (weight decay on matrices only), and
+        """`optim.optimizer` called with the parameter groups (weight decay on matrices only, or on
+        every parameter with `optim.decay_norms_and_biases`, as the public DFT code does), and
         `optim.schedule` with the optimizer and the number of optimizer steps, stepped every step."""
         cfg = self.optim_cfg
+        decay_all = bool(cfg.get("decay_norms_and_biases", False))
         decay, no_decay = [], []
         for p in self.policy.lm.parameters():
             if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
+                (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = instantiate(cfg.optimizer)(groups)
         total = max(1, int(self.trainer.estimated_stepping_batches))

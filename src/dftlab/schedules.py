@@ -8,15 +8,21 @@ import torch
 
 
 def warmup_cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1, min_lr_ratio: float = 0.0
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_ratio: float = 0.1,
+    min_lr_ratio: float = 0.0,
+    warmup_from_zero: bool = False,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_ratio` of the steps (the first step already at 1 / (warmup + 1)),
-    then cosine decay to `min_lr_ratio` of the peak; `min_lr_ratio=1` is constant after warm-up."""
+    """Linear warm-up over `warmup_ratio` of the steps, then cosine decay to `min_lr_ratio` of the
+    peak; `min_lr_ratio=1` is constant after warm-up. The first step is at 1 / (warmup + 1) of the
+    peak, or, with `warmup_from_zero`, at lr 0 (step / warmup, as Hugging Face's cosine schedule and
+    the public DFT code: its first update only moves the optimizer's moments)."""
     warmup = int(warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return step / warmup if warmup_from_zero else (step + 1) / (warmup + 1)
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

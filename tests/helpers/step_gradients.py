@@ -26,9 +26,22 @@ class CaptureGradients(L.Callback):
         trainer.should_stop = True
 
 
+class SaveGradients(L.Callback):
+    """The first step's gradients, saved to `path`: a callback a run's config can name
+    (`+callbacks.grads._target_=tests.helpers.step_gradients.SaveGradients +callbacks.grads.path=...`)."""
+
+    def __init__(self, path: str):
+        self.path, self.saved = path, False
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if not self.saved:
+            torch.save({n: p.grad.detach().clone() for n, p in pl_module.policy.lm.named_parameters()}, self.path)
+            self.saved = True
+
+
 def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "token", path: str = "naive",
                    run_dir="/tmp",
-                   extra=()):
+                   extra=(), callbacks=()):
     from dftlab.config import compose_config
     from dftlab.run import setup
 
@@ -51,7 +64,7 @@ def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "to
     if devices > 1:
         overrides += ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}"]
     capture = CaptureGradients()
-    s = setup(compose_config(overrides), extra_callbacks=[capture])
+    s = setup(compose_config(overrides), extra_callbacks=[*callbacks, capture])
     s.trainer.fit(s.module, datamodule=s.datamodule)
     s.capture = capture
     return capture.grads, s

@@ -108,8 +108,16 @@ class DataModule(L.LightningDataModule):
 
     def _encode(self, split: str, rows: list[dict[str, str]]) -> tuple[list[Encoded], dict[str, int]]:
         kept, counts = [], Counter()
+        with_ref = ["ref_logp" in row for row in rows]
+        if any(with_ref) and not all(with_ref):
+            where = rows[with_ref.index(False)].get("where", f"{split} row {with_ref.index(False)}")
+            raise ConfigError(f"{where}: no ref_logp field, while other rows have one: give it to every row or none")
         for row in rows:
-            e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template)
+            try:
+                e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template,
+                           ref_logp=row.get("ref_logp"))
+            except ValueError as err:
+                raise ConfigError(f"{row.get('where', split)}: {err}") from None
             if e is None:
                 counts["truncated_away"] += 1
             elif e.truncated:
@@ -159,7 +167,8 @@ class DataModule(L.LightningDataModule):
 
     def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = {split: [(e.input_ids, e.prompt_len, e.truncated) for e in es] for split, es in encoded.items()}
+        rows = {split: [(e.input_ids, e.prompt_len, e.truncated, e.ref_logp) for e in es]
+                for split, es in encoded.items()}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"rows": rows, "skipped": self.skipped}, tmp)
         os.replace(tmp, path)  # other ranks may be writing the same file
