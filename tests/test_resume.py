@@ -97,3 +97,32 @@ def test_sigkill_at_a_random_moment_then_resume_from_last(tmp_path):
     start = min(resumed) - 1  # the step of the checkpoint it resumed from
     assert 4 <= start <= killed_after and sorted(resumed) == list(range(start + 1, 49)), (seed, start, killed_after)
     assert step_record.largest_difference(full, resumed) <= 1e-6, seed
+
+
+@pytest.mark.parametrize("stop_after", [2, 4, 6])  # inside the first epoch, at its end, inside the second
+def test_resume_from_the_preemption_checkpoint_with_the_default_bounds(tmp_path, stop_after):
+    """The checkpoint a signal makes (SIGTERM, SIGUSR1), in a run bounded by epochs as the default trainer."""
+    full = _run(tmp_path / "full", *BOUNDS["epochs"], *NO_CALLBACKS)
+    stop = ["+callbacks.stop._target_=tests.helpers.stop_at.StopAt", f"+callbacks.stop.step={stop_after}"]
+    first = _run(tmp_path / "cut", *BOUNDS["epochs"], *NO_CALLBACKS, *stop)
+    assert max(first) == stop_after
+    resumed = _run(tmp_path / "cut", *BOUNDS["epochs"], *NO_CALLBACKS, "ckpt_path=last")
+    resumed = {step: r for step, r in resumed.items() if step > stop_after}  # the file holds both starts
+    assert sorted(resumed) == list(range(stop_after + 1, 13))
+    assert step_record.largest_difference(full, resumed) <= 1e-6
+
+
+@pytest.mark.parametrize("first_bounds, bounds", [
+    (["trainer.max_epochs=1", "trainer.max_steps=-1"], BOUNDS["epochs"]),  # saved at an epoch's end
+    (["trainer.max_steps=6", "trainer.max_epochs=-1"], BOUNDS["steps"]),  # saved inside an epoch
+])
+def test_resume_from_the_end_of_run_checkpoint(tmp_path, first_bounds, bounds):
+    """A finished run continued for longer: with a schedule that does not depend on the run's length
+    (constant after no warm-up), the same as one longer run."""
+    constant = ["optim.warmup_ratio=0", "optim.min_lr_ratio=1"]
+    full = _run(tmp_path / "full", *bounds, *constant, *NO_CALLBACKS)
+    first = _run(tmp_path / "cut", *first_bounds, *constant, *NO_CALLBACKS)
+    resumed = _run(tmp_path / "cut", *bounds, *constant, *NO_CALLBACKS, "ckpt_path=last")
+    resumed = {step: r for step, r in resumed.items() if step > max(first)}
+    assert sorted(resumed) == list(range(max(first) + 1, max(full) + 1))
+    assert step_record.largest_difference(full, resumed) <= 1e-6

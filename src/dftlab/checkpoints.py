@@ -39,7 +39,7 @@ def write_failure(path: Path, err: OSError) -> str:
         free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
         why = f"no space left on its disk ({free / 2**20:.0f} MiB free)"
     return (f"{path}: checkpoint not written: {why}. The checkpoints saved before it are whole; make room, then "
-            f"resume with ckpt_path=last")
+            f"resume with ckpt_path=last run_id={path.parent.parent.name}")
 
 
 def atomic_save(checkpoint: dict, path: str | Path) -> None:

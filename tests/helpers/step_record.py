@@ -51,4 +51,6 @@ def largest_difference(full: dict[int, dict], resumed: dict[int, dict]) -> float
     for step, r in resumed.items():
         assert r["rows"] == full[step]["rows"], f"step {step}: other rows than the uninterrupted run's"
         assert r["lr"] == full[step]["lr"], f"step {step}: lr {r['lr']} != {full[step]['lr']}"
-    return max(abs(r["loss"] - full[step]["loss"]) for step, r in resumed.items())
+    largest = max(abs(r["loss"] - full[step]["loss"]) for step, r in resumed.items())
+    print(f"resumed steps {min(resumed)}-{max(resumed)}: largest loss difference {largest:.3g}")
+    return largest
