@@ -103,6 +103,7 @@ class DataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.datasets: dict[str, EncodedDataset] = {}
         self.skipped: dict[str, dict[str, int]] = {}
+        self.source: str | None = None  # the task's fingerprint when its rows were read
 
     def plan(self, world_size: int) -> BatchPlan:
         """How a step's global batch splits over `world_size` ranks and into micro-batches; an
@@ -131,8 +132,7 @@ class DataModule(L.LightningDataModule):
             )
         return kept, dict(counts)
 
-    def _cache_path(self) -> Path | None:
-        fingerprint = self.task.fingerprint()
+    def _cache_path(self, fingerprint: str | None) -> Path | None:
         if self.cache_dir is None or fingerprint is None:
             return None
         spec = [fingerprint, tokenizer_digest(self.tokenizer), self.max_length, self.truncation]
@@ -143,7 +143,8 @@ class DataModule(L.LightningDataModule):
             raise RuntimeError("DataModule.tokenizer must be set before setup()")
         if "train" in self.datasets:
             return
-        cache = self._cache_path()
+        self.source = self.task.fingerprint()  # what was read, even if the source changes later
+        cache = self._cache_path(self.source)
         if cache is not None and cache.exists():
             state = torch.load(cache, weights_only=True)
             encoded = {split: [Encoded(*row) for row in rows] for split, rows in state["rows"].items()}
@@ -163,7 +164,7 @@ class DataModule(L.LightningDataModule):
         changed, the task's source (its `fingerprint`) and the tokenizer."""
         self.setup()
         rows = {split: d.rows for split, d in self.datasets.items()}
-        return {"rows": rows_digest(rows), "source": self.task.fingerprint(),
+        return {"rows": rows_digest(rows), "source": self.source,
                 "tokenizer": tokenizer_digest(self.tokenizer)}
 
     def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
