@@ -131,7 +131,8 @@ class Resume:
         self.changed = self._differences(cfg, NOTED)
         if self.changed:
             log.warning("resume: from the command line, used from step %d on: %s", self.step + 1,
-                        ", ".join(f"{k}={new_v} (was {old_v})" for k, (old_v, new_v) in self.changed.items()))
+                        ", ".join(f"{k}={new_v} (was {old_v})" for k, (old_v, new_v) in self.changed.items()
+                                  if ABSENT not in (old_v, new_v)))
         return cfg
 
     def check(self, cfg: DictConfig, datamodule, accumulation: int) -> None:
