@@ -76,18 +76,20 @@ def test_sigkill_at_a_random_moment_then_resume_from_last(tmp_path):
     proc = subprocess.Popen([*cmd, f"+callbacks.record.path={cut / 'first'}"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last, record = cut / "checkpoints" / "last.ckpt", cut / "first.rank0"
-    target = rnd.randrange(5, 46)  # the step after which the kill comes, at a random delay
+    target = rnd.randrange(5, 40)  # the step after which the kill comes, at a random delay (a few steps at most)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         steps = record.read_text().count("\n") if record.exists() else 0
         if last.exists() and steps >= target:
             break
         time.sleep(0.01)
-    time.sleep(rnd.uniform(0, 0.2))
+    time.sleep(rnd.uniform(0, 0.05))
     assert proc.poll() is None, f"seed {seed}: the run ended before it was killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     killed_after = max(step_record.read(cut / "first"))
+    leftovers = [p.name for p in (cut / "checkpoints").glob("*.partial*")]
+    print(f"seed {seed}: killed after step {killed_after}; left by the kill: {leftovers or 'nothing'}")
 
     resumed_proc = subprocess.run([*cmd, f"+callbacks.record.path={cut / 'second'}", "ckpt_path=last"], cwd=ROOT,
                                   env=env, capture_output=True, text=True, timeout=600)
@@ -126,3 +128,32 @@ def test_resume_from_the_end_of_run_checkpoint(tmp_path, first_bounds, bounds):
     resumed = {step: r for step, r in resumed.items() if step > max(first)}
     assert sorted(resumed) == list(range(max(first) + 1, max(full) + 1))
     assert step_record.largest_difference(full, resumed) <= 1e-6
+
+
+@pytest.mark.slow
+def test_resume_under_ddp(tmp_path):
+    """2 processes (gloo), 2 micro-batches per rank per step, bounded by epochs: from the step checkpoint at
+    an epoch's end, from one inside an epoch, and from the preemption checkpoint; every rank compared."""
+    env = {**os.environ, "DFTLAB_CACHE": str(tmp_path / "cache")}
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.micro_batch_size=4"]
+
+    def train(run_dir, *extra):
+        args = [sys.executable, "train.py", "debug=tiny", *RUN, *NO_CALLBACKS, *BOUNDS["epochs"], *ddp, RECORD,
+                f"+callbacks.record.path={run_dir / 'steps'}", f"hydra.run.dir={run_dir}", *extra]
+        proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return [step_record.read(run_dir / "steps", rank) for rank in (0, 1)]
+
+    full = train(tmp_path / "full")
+    assert len(full[0]) == len(full[1]) == 12
+    for step in (4, 6):
+        resumed = train(tmp_path / f"from{step}", f"ckpt_path={tmp_path / 'full' / 'checkpoints'}/step{step:06d}.ckpt")
+        for rank in (0, 1):
+            assert sorted(resumed[rank]) == list(range(step + 1, 13))
+            assert step_record.largest_difference(full[rank], resumed[rank]) <= 1e-6, (step, rank)
+    train(tmp_path / "cut", "+callbacks.stop._target_=tests.helpers.stop_at.StopAt", "+callbacks.stop.step=5")
+    resumed = train(tmp_path / "cut", "ckpt_path=last")
+    for rank in (0, 1):
+        after = {step: r for step, r in resumed[rank].items() if step > 5}
+        assert sorted(after) == list(range(6, 13))
+        assert step_record.largest_difference(full[rank], after) <= 1e-6, rank
