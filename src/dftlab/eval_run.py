@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dftlab import checkpoints
 from dftlab.config import instantiate
 from dftlab.embedded_base import resolve_model
 from dftlab.errors import ConfigError
@@ -101,7 +102,7 @@ def _task(cfg: DictConfig, t: Target):
 
 def _checkpoint_weights(ckpt: Path) -> dict:
     """The language model's weights in a Lightning checkpoint of a dftlab run."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # no code runs from the file
+    state = checkpoints.read(ckpt, "ckpt")  # no code runs from the file; a bad file is named in one line
     prefix = "policy.lm."
     weights = {k.removeprefix(prefix): v for k, v in state.get("state_dict", {}).items() if k.startswith(prefix)}
     if not weights:

@@ -18,6 +18,7 @@ from dftlab.losses import IGNORE_INDEX, TokenLoss
 from dftlab.models import is_lora, load_causal_lm
 from dftlab.objective import CausalLMWithLoss
 from dftlab.rng import rng_state, set_rng_state
+from dftlab.schedules import planned_steps
 from dftlab.settings import EngineSettings
 from dftlab.strategies import FSDP2Strategy
 
@@ -51,6 +52,7 @@ class FineTuneModule(L.LightningModule):
         self._step_clock: float | None = None
         self.skipped_steps = 0
         self.validated_at = -1  # the step of the latest validation
+        self.run_record: dict | None = None  # what checkpoints record of the run, for a resume to compare
 
     # --- model -----------------------------------------------------------------------------
 
@@ -200,6 +202,12 @@ class FineTuneModule(L.LightningModule):
             f"{path}. Resume from the last checkpoint, or set engine.on_non_finite=skip to skip such steps."
         )
 
+    def on_train_start(self) -> None:
+        # a resumed epoch continues where it stopped, or not at all (its first batches would be trained twice)
+        if self.trainer.fit_loop.restarted_mid_epoch and not getattr(self.trainer.train_dataloader, "restored", True):
+            raise RuntimeError("resuming mid-epoch, but the checkpoint's position in the epoch was not loaded into "
+                               "the training data loader (it was set up before the checkpoint was restored)")
+
     def reset_step_clock(self) -> None:
         """Leave the time since the last step out of the next tokens/s (an evaluation ran in between)."""
         self._step_clock = None
@@ -211,6 +219,11 @@ class FineTuneModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint["dftlab"] = {"rng": rng_state(), "skipped_steps": self.skipped_steps}
+        if self.run_record is not None:
+            datamodule = self.trainer.datamodule
+            if "data" not in self.run_record and hasattr(datamodule, "identity"):
+                self.run_record["data"] = datamodule.identity()
+            checkpoint["dftlab"]["run"] = self.run_record
 
     def on_load_checkpoint(self, checkpoint) -> None:
         state = checkpoint.get("dftlab", {})
@@ -249,6 +262,6 @@ class FineTuneModule(L.LightningModule):
                 (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = instantiate(cfg.optimizer)(groups)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = planned_steps(self.trainer)
         scheduler = instantiate(cfg.schedule)(optimizer, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

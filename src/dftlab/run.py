@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -9,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from dftlab import checkpoints, locks, resume
 from dftlab.callbacks.preemption import Preempted
+from dftlab.checkpoints import AtomicCheckpointIO
 from dftlab.config import instantiate, validate
-from dftlab.errors import ConfigError
+from dftlab.errors import CheckpointError, ConfigError
 from dftlab.evaluation.report import evaluate_run
 from dftlab.loggers import build_logger
 from dftlab.models import EMBEDDED_BASE, load_tokenizer
@@ -56,7 +60,10 @@ class Setup:
 def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
     loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # saved whole or not at all, beside the run
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
 
 
 def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = None) -> Setup:
@@ -78,6 +85,7 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     trainer = build_trainer(cfg, extra_callbacks)
     plan = datamodule.plan(trainer.world_size)
     trainer.accumulate_grad_batches = plan.accumulation
+    module.run_record = resume.record(cfg, plan.accumulation)
     log.info(
         "loss %r; global batch %d = %d rank(s) x %d micro-batch(es) x %d rows",
         loss, plan.global_batch, plan.world_size, plan.accumulation, plan.micro,
@@ -86,19 +94,42 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
 
 
 def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
-    """Train as configured; returns the summary that is also written to `summary.json`."""
+    """Train as configured; returns the summary that is also written to `summary.json`. The run directory
+    is locked for the run's duration: a second run with the same `run_id` is refused."""
+    out = Path(cfg.paths.output_dir)
+    lock = locks.exclusive(out, f"another run with run_id={out.name} is running; two runs in one directory overwrite "
+                                "each other's checkpoints: wait for it to end, or choose another run_id")
+    with lock if locks.launch_rank() == 0 else contextlib.nullcontext():
+        return _run(cfg, model_cfg, out)
+
+
+def _run(cfg: DictConfig, model_cfg: DictConfig | None, out: Path) -> dict:
+    if locks.launch_rank() == 0:
+        checkpoints.remove_partial_saves(out / "checkpoints")
+    ckpt = resume.checkpoint_path(cfg, out)
+    resumed = resume.Resume.read(ckpt) if ckpt is not None else None
+    if resumed is not None:
+        cfg = resumed.apply(cfg)
     s = setup(cfg, model_cfg=model_cfg)
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
+    if resumed is not None:
+        resumed.check(cfg, datamodule, trainer.accumulate_grad_batches)
+    resumes = resume.previous_resumes(out) + [resumed.entry()] if resumed is not None else []
     loss = module.loss
-    out = Path(cfg.paths.output_dir)
-    if trainer.is_global_zero:  # the resolved config: every value as this run used it
+    if trainer.is_global_zero:  # the resolved config: every value as this run used it, and its resumes
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        used = {**OmegaConf.to_container(cfg, resolve=True), **({"resumes": resumes} if resumes else {})}
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(used))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         preempted = False
     except Preempted:
         preempted = True
+    except RuntimeError as err:  # weights of another model (a checkpoint from before runs recorded their config)
+        if ckpt is None or "Error(s) in loading state_dict" not in str(err):
+            raise
+        detail = (str(err).splitlines()[1:] or [""])[0].strip()
+        raise CheckpointError(f"ckpt_path={ckpt}: its weights do not fit this model ({detail})") from None
 
     _report_data(trainer, datamodule.skipped)
     export = out / "export"
@@ -113,6 +144,7 @@ def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
         "steps": trainer.global_step,
         "val_ce": _metric(trainer, "val/ce"),
         "data_skipped": datamodule.skipped,
+        **({"resumes": resumes} if resumes else {}),
     }
     if preempted:
         summary["preempted"] = True
