@@ -11,7 +11,7 @@ from dftlab.errors import ConfigError
 from dftlab.losses import LossConfigError
 from tests.conftest import ROOT
 
-GROUPS = ["model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "experiment"]
+GROUPS = ["model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "experiment", "rollout"]
 
 
 def options(group):

@@ -33,6 +33,20 @@ class CoinGrader:
         return self.new_tokens
 
 
+def example_fields(loss, seq_id):
+    """Per-token batch fields for a loss that reads them (`TokenLoss.token_fields`), made up for
+    tests of the whole family: sequences 2k and 2k + 1 are pair k's chosen and rejected responses;
+    sequence s's advantage is (-1)^s (s + 1) / 2."""
+    import torch
+
+    made = {
+        "pair_id": seq_id // 2,
+        "pair_side": 1.0 - 2.0 * (seq_id % 2).double(),
+        "advantage": (1.0 - 2.0 * (seq_id % 2).double()) * (seq_id + 1).double() / 2,
+    }
+    return {name: made[name] for name in loss.token_fields}
+
+
 COIN = "rollout.grader={_target_: tests.helpers.rl.CoinGrader}"
 
 
@@ -42,7 +56,7 @@ def _corrupt(solution: str) -> str:
     return f"{head}={int(last) + 1}"
 
 
-def write_samples(folder: Path, n: int = 12) -> Path:
+def write_samples(folder: Path, n: int = 64) -> Path:
     """A rejection-sampling folder for the game's first `n` training problems (of debug=tiny's
     task): the reference solution accepted, and paired with a wrong one."""
     from dftlab.config import compose_config, instantiate

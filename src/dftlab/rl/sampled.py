@@ -17,7 +17,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from dftlab.config import instantiate
+from hydra.utils import get_class
+
 from dftlab.data.records import Records, read_jsonl
 from dftlab.errors import ConfigError
 from dftlab.rl.rejection import ACCEPTED, COUNTS, PAIRS
@@ -37,7 +38,7 @@ class SampledTask(TrainTask):
                  rows: str = "accepted", sampled_bad_fraction: float = 0.01, **base_params):
         if rows not in COLUMNS:
             raise ConfigError(f"data.task.rows={rows!r}: choose accepted (prompt/response) or pairs")
-        base = instantiate({"_target_": base_target, **base_params})
+        base = get_class(base_target)(**base_params)  # its parameters are already instantiated
         if not isinstance(base, TrainTask):
             raise ConfigError(f"data.task.base_target={base_target} is not a training task")
         self.base, self.samples, self.generate, self.rows = base, samples, list(generate or []), rows
