@@ -37,7 +37,6 @@ def example_fields(loss, seq_id):
     """Per-token batch fields for a loss that reads them (`TokenLoss.token_fields`), made up for
     tests of the whole family: sequences 2k and 2k + 1 are pair k's chosen and rejected responses;
     sequence s's advantage is (-1)^s (s + 1) / 2."""
-    import torch
 
     made = {
         "pair_id": seq_id // 2,
