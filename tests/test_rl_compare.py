@@ -26,7 +26,7 @@ def test_the_rl_comparison_command(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "train.py", "-m", "experiment=" + ",".join(f"rl_{m}" for m in METHODS), "seed=0", *FAST,
-         f"model.name_or_path={model}", generate, "eval.samples.n=2", "callbacks.token_histograms.n_examples=16",
+         f"model.name_or_path={model}", generate, "++eval.samples.n=2", "callbacks.token_histograms.n_examples=16",
          f"hydra.sweep.dir={tmp_path / 'multirun'}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False,
     )

@@ -91,7 +91,7 @@ def test_grpo_on_the_game_raises_the_training_reward(tmp_path):
     from dftlab.cli import train
 
     summary = train(fast_cfg(tmp_path / "run", "experiment=rl_grpo", "trainer.max_steps=100", "data.batch_size=16",
-                             "eval.enabled=false", "~callbacks", "+trainer.limit_val_batches=0",
+                             "eval.enabled=false", "callbacks={}", "+trainer.limit_val_batches=0",
                              "trainer.log_every_n_steps=1", fast=False))
     rewards = [v for _, v in load_run(tmp_path / "run").history("train/rollout/reward")]
     assert summary["steps"] == 100 and len(rewards) == 100
