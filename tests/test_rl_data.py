@@ -42,8 +42,9 @@ def test_datasets_and_counts_follow_the_verdicts(lm_and_tok, tmp_path):
     counts = _sample(lm_and_tok, tmp_path)
     shards = [rec for k in range(3) for rec in _read(tmp_path / SHARDS / f"{k:05d}.jsonl")]
     assert [r["index"] for r in shards] == list(range(len(ROWS)))  # every prompt once, in order
-    good = {r["index"]: [s["text"] for s in r["samples"] if s["correct"] and s["finished"]] for r in shards}
-    bad = {r["index"]: [s["text"] for s in r["samples"] if not s["correct"] and s["finished"]] for r in shards}
+    usable = {r["index"]: [s for s in r["samples"] if s["finished"] and s["text"].strip()] for r in shards}
+    good = {i: [s["text"] for s in ss if s["correct"]] for i, ss in usable.items()}
+    bad = {i: [s["text"] for s in ss if not s["correct"]] for i, ss in usable.items()}
     accepted = _read(tmp_path / ACCEPTED)
     assert sorted((a["index"], a["response"]) for a in accepted) == sorted((i, t) for i, ts in good.items() for t in ts)
     pairs = _read(tmp_path / PAIRS)

@@ -15,7 +15,8 @@ Output folder (`out`, by default the run directory `logs/samples/<run_id>`):
 
 A completion cut by `max_new_tokens` is neither accepted nor used as a rejected response (it is
 not what the model would have said): it is counted (`truncated`), and so are prompts whose every
-sample was cut (`prompts_all_truncated`) and rows the grader cannot grade (`ungradable`).
+sample was cut (`prompts_all_truncated`), empty completions (`empty`: no response to train on) and
+rows the grader cannot grade (`ungradable`).
 """
 
 from __future__ import annotations
@@ -138,13 +139,15 @@ def write_datasets(out: Path, settings: Settings, n_rows: int, n_shards: int) ->
     records = _read_shards(out, n_shards)
     accepted, pairs = [], []
     c = {"n": settings.n, "prompts": n_rows, "ungradable": n_rows - len(records), "sampled_prompts": len(records),
-         "samples": 0, "correct": 0, "truncated": 0, "prompts_with_correct": 0, "prompts_all_correct": 0,
+         "samples": 0, "correct": 0, "truncated": 0, "empty": 0, "prompts_with_correct": 0, "prompts_all_correct": 0,
          "prompts_all_truncated": 0, "pairs": 0, "prompts_with_pairs": 0}
     for rec in records:
         samples = rec["samples"]
-        good = [s["text"] for s in samples if s["finished"] and s["correct"]]
-        bad = [s["text"] for s in samples if s["finished"] and not s["correct"]]
+        usable = [s for s in samples if s["finished"] and s["text"].strip()]
+        good = [s["text"] for s in usable if s["correct"]]
+        bad = [s["text"] for s in usable if not s["correct"]]
         c["samples"] += len(samples)
+        c["empty"] += sum(s["finished"] and not s["text"].strip() for s in samples)
         c["correct"] += len(good)
         c["truncated"] += sum(not s["finished"] for s in samples)
         c["prompts_with_correct"] += bool(good)
