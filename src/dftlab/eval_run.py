@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import tempfile
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from dftlab import checkpoints
 from dftlab.config import instantiate
 from dftlab.embedded_base import resolve_model
 from dftlab.errors import ConfigError
-from dftlab.evaluation.report import ModelResults, evaluate_model, evaluate_path, rows
+from dftlab.evaluation import vllm_backend
+from dftlab.evaluation.report import ModelResults, evaluate_model, load_for_generation, rows
 from dftlab.evaluation.settings import EvalSettings
 from dftlab.evaluation.table import describe, format_table
 from dftlab.models import is_lora, load_causal_lm, load_tokenizer
@@ -122,21 +124,31 @@ def _checkpoint_model(t: Target, tokenizer) -> torch.nn.Module:
     return lm.eval().to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _evaluate(t: Target, tokenizer, task, settings: EvalSettings) -> ModelResults:
+@contextmanager
+def generation_model(t: Target, tokenizer, settings: EvalSettings):
+    """The target's model, ready to generate with the chosen backend (a vLLM engine is released after)."""
     trust = bool(t.model_cfg.get("trust_remote_code"))
-    if t.weights is None and not t.model_cfg.get("gguf_file"):  # a GGUF file loads through load_causal_lm
-        return evaluate_path(t.model_cfg.name_or_path, tokenizer, task, settings, trust)
-    lm = _checkpoint_model(t, tokenizer)
-    if settings.backend != "vllm":
+    with ExitStack() as stack:
+        if t.weights is None and not t.model_cfg.get("gguf_file"):  # a GGUF file loads through load_causal_lm
+            lm = load_for_generation(t.model_cfg.name_or_path, settings, trust)
+        else:
+            lm = _checkpoint_model(t, tokenizer)
+            if settings.backend == "vllm":  # vLLM loads models from directories only
+                tmp = stack.enter_context(tempfile.TemporaryDirectory())
+                lm.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                lm = load_for_generation(tmp, settings, trust)
+        if isinstance(lm, vllm_backend.VLLMModel):
+            stack.callback(vllm_backend.release, lm)
+        yield lm
+
+
+def _evaluate(t: Target, tokenizer, task, settings: EvalSettings) -> ModelResults:
+    with generation_model(t, tokenizer, settings) as lm:
         return evaluate_model(lm, tokenizer, task, settings)
-    with tempfile.TemporaryDirectory() as tmp:  # vLLM loads models from directories only
-        lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        del lm
-        return evaluate_path(tmp, tokenizer, task, settings, trust)
 
 
-def _load_tokenizer(t: Target):
+def load_target_tokenizer(t: Target):
     try:
         return load_tokenizer(t.model_cfg)
     except OSError as err:  # not a model directory, or a hub name that cannot be reached
@@ -168,7 +180,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
     """Evaluate as configured; returns the rows of `summary.csv` as a dict (greedy, sampled)."""
     settings = EvalSettings.from_cfg(cfg.eval, cfg.seed)
     t = target(cfg)
-    tokenizer = _load_tokenizer(t)
+    tokenizer = load_target_tokenizer(t)
     task = _task(cfg, t)
     if task.chat_template and not tokenizer.chat_template:
         raise ConfigError(f"{task.name}: its prompts go in the chat template, and the tokenizer of {t.label} has none")

@@ -41,10 +41,13 @@ class FineTuneModule(L.LightningModule):
     `train/loss_token_mean` is the token mean beside it (what `train/loss` is under `token`).
     """
 
-    def __init__(self, model, loss: TokenLoss, optim, engine: EngineSettings, tokenizer=None):
+    def __init__(self, model, loss: TokenLoss, optim, engine: EngineSettings, tokenizer=None, rollout=None):
         super().__init__()
         self.model_cfg, self.loss, self.optim_cfg, self.engine = model, loss, optim, engine
         self.tokenizer = tokenizer
+        self.rollout = rollout  # online sampling (dftlab.rl.rollout): turns each prompt batch into a token batch
+        self._extra_sums: dict[str, torch.Tensor] = {}  # a batch's `metric_sums`, over this step
+        self.totals: dict[str, float] = {}  # the same, over the run (numerators and counts)
         self.policy: CausalLMWithLoss | None = None
         self.val_sums = torch.nn.ModuleDict({k: SumMetric() for k in ("nll", "correct", "tokens")})
         self._step_sums: torch.Tensor | None = None  # this optimizer step's sums, on the device
@@ -111,6 +114,11 @@ class FineTuneModule(L.LightningModule):
         return max(batch["step_tokens"], 1) / (accumulation * self.trainer.world_size)
 
     def training_step(self, batch, batch_idx):
+        if self.rollout is not None:
+            batch = self.rollout.training_batch(self, batch)
+        for name, (value, count) in batch.get("metric_sums", {}).items():
+            pair = torch.tensor([value, count], dtype=torch.float64, device=self.device)
+            self._extra_sums[name] = self._extra_sums[name] + pair if name in self._extra_sums else pair
         normaliser = self._normaliser(batch)
         loss, stats = self.policy(batch, normaliser)
         logp = stats.logp.double()
@@ -133,8 +141,13 @@ class FineTuneModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """Log the step's metrics (one reduction across ranks), then guard against non-finite values."""
         sums = self._step_sums
+        extra = self._extra_sums
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            if extra:  # every rank's batches carry the same names
+                reduced = self.trainer.strategy.reduce(torch.stack([extra[k] for k in sorted(extra)]), reduce_op="sum")
+                extra = dict(zip(sorted(extra), reduced))
+        self._extra_sums = {}
         grad_norm = self._grad_norm(optimizer)
         weighted, optimised, nll, correct, psum, n_targets, n_tokens = sums.tolist()
         rows = torch.cat(self._step_rows).tolist() if self._step_rows else []
@@ -144,6 +157,7 @@ class FineTuneModule(L.LightningModule):
         self._step_clock = now
         n = max(n_targets, 1.0)
         metrics = {
+            # what is optimised: the mean over the loss's units (tokens, pairs), or the official sum of means
             "train/loss": optimised / self.trainer.world_size,
             "train/ce": nll / n,
             "train/acc": correct / n,
@@ -155,6 +169,10 @@ class FineTuneModule(L.LightningModule):
         }
         if self.engine.reduction == "official":
             metrics["train/loss_token_mean"] = weighted / n
+        for name, (value, count) in ((k, v.tolist()) for k, v in extra.items()):
+            metrics[f"train/{name}"] = value / max(count, 1.0)
+            self.totals[name] = self.totals.get(name, 0.0) + value
+            self.totals[f"{name}_count"] = self.totals.get(f"{name}_count", 0.0) + count
         if elapsed == elapsed:  # no rate for the first step, nor after a validation pass
             metrics["train/tokens_per_s"] = n_tokens / elapsed
             metrics["train/target_tokens_per_s"] = n_targets / elapsed
@@ -218,7 +236,7 @@ class FineTuneModule(L.LightningModule):
     # --- checkpoints -----------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint) -> None:
-        checkpoint["dftlab"] = {"rng": rng_state(), "skipped_steps": self.skipped_steps}
+        checkpoint["dftlab"] = {"rng": rng_state(), "skipped_steps": self.skipped_steps, "totals": self.totals}
         if self.run_record is not None:
             datamodule = self.trainer.datamodule
             if "data" not in self.run_record and hasattr(datamodule, "identity"):
@@ -230,6 +248,7 @@ class FineTuneModule(L.LightningModule):
         if "rng" in state:
             set_rng_state(state["rng"])
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.totals = dict(state.get("totals", {}))
 
     # --- validation ------------------------------------------------------------------------
 

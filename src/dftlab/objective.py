@@ -175,6 +175,7 @@ class CausalLMWithLoss(nn.Module):
         mask = labels != IGNORE_INDEX
         targets = labels[mask]
         ctx = TokenContext(batch["seq_ids"][mask], batch["n_seqs"])
+        ctx.fields = self._token_fields(batch, mask)
         inputs = self._model_inputs(batch)
         if "position_ids" in inputs:
             self._check_packing()
@@ -207,6 +208,14 @@ class CausalLMWithLoss(nn.Module):
         if self.plain_head:
             return logits_fp32(model.get_decoder()(**inputs).last_hidden_state[mask], output_head(model))
         return model(**inputs).logits[mask].float()
+
+    def _token_fields(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-token batch fields the loss reads (`TokenLoss.token_fields`), at its targets."""
+        if missing := [name for name in self.loss.token_fields if name not in batch]:
+            raise ConfigError(f"loss {self.loss.label} needs the per-token fields {missing} in its batches, and they "
+                              f"are missing: see the loss's docstring for the data it trains on")
+        return {name: batch[name][mask] for name in (*self.loss.token_fields, *self.loss.optional_fields)
+                if name in batch}
 
     def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict:
         # Rows are right-padded: with causal attention no real token attends to padding, so no

@@ -22,7 +22,10 @@ from dftlab.evaluation.report import evaluate_run
 from dftlab.loggers import build_logger
 from dftlab.models import EMBEDDED_BASE, load_tokenizer
 from dftlab.module import FineTuneModule
+from dftlab.rl.checks import check_sources
+from dftlab.rl.prompts import PromptDataModule
 from dftlab.settings import EngineSettings
+from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,13 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(model_cfg)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    module = FineTuneModule(model_cfg, loss, cfg.optim, EngineSettings.from_cfg(cfg.engine), tokenizer)
+    rollout = instantiate(cfg.rollout) if cfg.get("rollout") else None  # online sampling (GRPO)
+    if rollout is not None:
+        datamodule = PromptDataModule(datamodule, rollout.ppo_epochs)
+    engine = EngineSettings.from_cfg(cfg.engine)
+    module = FineTuneModule(model_cfg, loss, cfg.optim, engine, tokenizer, rollout)
     trainer = build_trainer(cfg, extra_callbacks)
+    check_sources(loss, datamodule, rollout, engine.reduction, isinstance(trainer.strategy, FSDP2Strategy))
     plan = datamodule.plan(trainer.world_size)
     trainer.accumulate_grad_batches = plan.accumulation
     module.run_record = resume.record(cfg, plan.accumulation)
@@ -146,6 +154,10 @@ def _run(cfg: DictConfig, model_cfg: DictConfig | None, out: Path) -> dict:
         "data_skipped": datamodule.skipped,
         **({"resumes": resumes} if resumes else {}),
     }
+    if module.totals:
+        summary["totals"] = module.totals  # counts summed over the run (the rollout's, ...)
+    if hasattr(datamodule.task, "sample_counts"):  # trained on rejection samples: how they came out
+        summary["samples"] = datamodule.task.sample_counts()
     if preempted:
         summary["preempted"] = True
         log.warning("stopped by a signal after step %d; resume with ckpt_path=last run_id=%s",

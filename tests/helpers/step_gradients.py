@@ -5,14 +5,18 @@ Run as a script for several ranks (Lightning's DDP launcher re-runs this file in
 """
 
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from dftlab.losses import REGISTRY
 from tests.conftest import FAST
+from tests.helpers import rl
 
-LOSSES = list(REGISTRY)  # every member of the family
+LOSSES = list(REGISTRY)  # every member of the family (DPO on pairs, GRPO with a rollout: see helpers.rl)
+# each rank samples its own share with its own seed, so a GRPO step on 2 ranks has other samples than on 1
+RANK_INVARIANT = [name for name in LOSSES if name != "grpo"]
 
 
 class CaptureGradients(L.Callback):
@@ -60,6 +64,7 @@ def step_gradients(loss: str, micro: int, devices: int = 1, reduction: str = "to
         "~logger",
         "~callbacks",
         *extra,
+        *rl.overrides(loss, Path(run_dir) / "samples"),
     ]
     if devices > 1:
         overrides += ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}"]

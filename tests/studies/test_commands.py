@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dftlab.reporting import diversity, prior, temperature
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST_ON_BASE, ROOT
 
 TINY_BASE = [
     "model.arch.hidden_size=32",
@@ -24,7 +24,6 @@ TINY_BASE = [
 
 def _multirun(tmp_path, name, *overrides, base=()):
     base_overrides = "model.base_overrides=[" + ",".join(f"'{o}'" for o in (*base, *TINY_BASE)) + "]"
-    fast = [o for o in FAST if not o.startswith("model")]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [
@@ -33,7 +32,7 @@ def _multirun(tmp_path, name, *overrides, base=()):
             "-m",
             f"experiment={name}",
             "seed=0,1",
-            *fast,
+            *FAST_ON_BASE,
             *overrides,
             base_overrides,
             "eval.samples.n=2",

@@ -40,10 +40,13 @@ def tokenizer_digest(tokenizer) -> str:
 
 
 def rows_digest(splits: dict[str, list]) -> str:
-    """SHA-256 of tokenised splits (`Encoded` rows, in order): what a run trains and validates on, exactly."""
+    """SHA-256 of tokenised splits (`Encoded` rows, or pairs of them with `chosen` / `rejected`, in order):
+    what a run trains and validates on, exactly."""
     h = hashlib.sha256()
     for split in sorted(splits):
         h.update(f"\0{split}\0".encode())
-        for e in splits[split]:
-            h.update(array("q", [len(e.input_ids), e.prompt_len, int(e.truncated), *e.input_ids]).tobytes())
+        for row in splits[split]:
+            sides = (row.chosen, row.rejected) if hasattr(row, "chosen") else (row,)
+            for e in sides:
+                h.update(array("q", [len(e.input_ids), e.prompt_len, int(e.truncated), *e.input_ids]).tobytes())
     return h.hexdigest()

@@ -11,7 +11,7 @@ from transformers import GenerationConfig, StoppingCriteria
 
 from dftlab.data.encode import prompt_ids
 from dftlab.evaluation import vllm_backend
-from dftlab.evaluation.decoding import decode, stop_token_ids
+from dftlab.evaluation.decoding import Completion, completion, stop_token_ids
 from dftlab.models import eval_mode
 
 
@@ -30,8 +30,13 @@ class StopAtStrings(StoppingCriteria):
         return torch.tensor([any(s in t for s in self.stop) for t in tails], device=input_ids.device)
 
 
+def generate(lm, tokenizer, prompts: list[str], **kwargs) -> list[list[str]]:
+    """`n` completions per prompt, as text (see `generate_completions`)."""
+    return [[c.text for c in outs] for outs in generate_completions(lm, tokenizer, prompts, **kwargs)]
+
+
 @torch.no_grad()
-def generate(
+def generate_completions(
     lm,
     tokenizer,
     prompts: list[str],
@@ -45,8 +50,8 @@ def generate(
     seed: int = 0,
     stop: list[str] | None = None,
     synced_gpus: bool = False,
-) -> list[list[str]]:
-    """`n` completions per prompt (decoded, cut at EOS or at the first stop string).
+) -> list[list[Completion]]:
+    """`n` completions per prompt: decoded (cut at EOS or at the first stop string), with their ids.
 
     Prompts are encoded exactly as in training. Batches are formed from prompts of similar length
     to keep padding small; the RNG is forked, so generating does not perturb the caller's RNG.
@@ -54,7 +59,7 @@ def generate(
     rank in every forward pass). A vLLM engine schedules its own batches (`batch_size` unused).
     """
     if isinstance(lm, vllm_backend.VLLMModel):
-        return vllm_backend.generate(
+        return vllm_backend.generate_completions(
             lm, tokenizer, prompts, chat_template=chat_template, max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
         )
@@ -78,7 +83,7 @@ def generate(
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
-    out: list[list[str]] = [[] for _ in prompts]
+    out: list[list[Completion]] = [[] for _ in prompts]
     per_batch = max(1, batch_size // n)
     with eval_mode(lm), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for b, start in enumerate(range(0, len(order), per_batch)):
@@ -96,5 +101,5 @@ def generate(
             )
             new = gen[:, width:].cpu()
             for r, row in enumerate(new):
-                out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
+                out[idx[r // n]].append(completion(tokenizer, row.tolist(), eos, stop))
     return out

@@ -97,6 +97,15 @@ def jsonl_rows(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
+def score_answers(golds: list[str | None], completions: list[str], timeout: float, lenient: bool = False
+                  ) -> list[dict[str, bool]]:
+    """`correct` (the completion's final answer equals the gold one) and `well_formed` (it is in a
+    `\\boxed{}`) of each completion, the slow checks in parallel."""
+    pairs = [(extract_answer(c), g) for g, c in zip(golds, completions, strict=True)]
+    correct = grade_many(pairs, timeout, lenient=lenient)
+    return [{"correct": ok, "well_formed": extract_boxed(c) is not None} for ok, c in zip(correct, completions)]
+
+
 class MathTask(EvalTask):
     """Evaluation on math benchmark sets; `test_splits` maps each set's name to its rows
     (`prompt`, `answer`, `id`).
@@ -178,12 +187,7 @@ class MathTask(EvalTask):
 
     def score_many(self, rows: list[dict], completions: list[str]) -> list[dict[str, bool]]:
         """`score` for many completions at once, the slow checks in parallel."""
-        correct = grade_many(
-            [(extract_answer(c), r["answer"]) for r, c in zip(rows, completions, strict=True)],
-            self.timeout,
-            lenient=self.lenient,
-        )
-        return [{"correct": ok, "well_formed": extract_boxed(c) is not None} for ok, c in zip(correct, completions)]
+        return score_answers([r["answer"] for r in rows], completions, self.timeout, self.lenient)
 
     def max_new_tokens(self) -> int:
         return self.new_tokens
