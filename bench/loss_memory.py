@@ -73,6 +73,14 @@ def run_case(loss_name: str, path: str, tokens: int, vocab: int, hidden: int, ch
     return {"seconds": seconds, "extra_bytes": _status("VmHWM") - baseline, "loss": float(value)}
 
 
+def measure(loss_name: str, path: str, tokens: int, vocab: int, hidden: int, chunk_mib: float) -> dict:
+    """`run_case` in a fresh process."""
+    cmd = [sys.executable, __file__, "--vocab", str(vocab), "--hidden", str(hidden),
+           "--case", loss_name, path, str(tokens), str(chunk_mib)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def naive_estimate(loss_name: str, tokens: int, vocab: int) -> float:
     """Bytes the naive path needs: fp32 logits, log-probabilities, their gradient and the softmax of
     backward (4 x [tokens x vocab]); twice that with a reference distribution (ASFT)."""
@@ -107,10 +115,7 @@ def main() -> None:
             if path == "naive" and naive_estimate(loss, tokens, args.vocab) > args.limit_gib * GIB:
                 skipped[(loss, seq, path)] = naive_estimate(loss, tokens, args.vocab) / GIB
                 continue
-            cmd = [sys.executable, __file__, "--vocab", str(args.vocab), "--hidden", str(args.hidden),
-                   "--case", loss, path, str(tokens), str(args.chunk_mib)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            results[(loss, seq, path)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results[(loss, seq, path)].append(measure(loss, path, tokens, args.vocab, args.hidden, args.chunk_mib))
             print(f"rep {rep + 1}/{args.reps} {loss:5s} seq {seq:5d} {path:7s} done", file=sys.stderr)
 
     rows = []

@@ -26,7 +26,7 @@ def main() -> None:
         profiles[system] = (workload.summarise(result), result["profile"])
 
     cats = list(next(iter(profiles.values()))[1]["shares"])
-    rows = [[s, f"{m['s_per_step']:.4f}", *(f"{100 * p['shares'][c]:.0f}%" for c in cats)]
+    rows = [[s, f"{m['s_per_step']:.4f}", *(f"{100 * p['shares'][c]:.1f}%" for c in cats)]
             for s, (m, p) in profiles.items()]
     print(f"\nshare of self CPU time over {args.steps} steps ({'packed' if args.packing else 'padded'})")
     workload.print_table(["system", "s/step (profiled)", *cats], rows)

@@ -1,13 +1,16 @@
 """One step-time measurement in this process; prints one JSON line (see workload.py).
 
     python bench/step_worker.py dftlab --workdir W --steps 30 --warmup 5 [--packing] [--loss dft]
-    python bench/step_worker.py trl    --workdir W --steps 30 --warmup 5 [--packing]
-    python bench/step_worker.py plain  --workdir W --steps 30 --warmup 5
+    python bench/step_worker.py trl    --workdir W --steps 30 --warmup 5 [--packing] [--loss dft]
+    python bench/step_worker.py plain  --workdir W --steps 30 --warmup 5 [--loss dft]
+    python bench/step_worker.py trl    --workdir W --device cuda --bf16 --loss sft
 
-Every system trains the model saved in W/model, from the same initial weights, with AdamW at a
-constant learning rate, gradient clipping at 1.0, the global batch of dftlab's data config, in fp32
-on the CPU. A step's time runs from the end of one optimizer step to the end of the next, so data
-loading and everything a framework does between steps count.
+Every system trains the model saved in W/model (the workload of W: see workload.py), from the same
+initial weights, with AdamW at a constant learning rate, gradient clipping at 1.0, the global batch
+of dftlab's data config, with the DFT loss or SFT (`--loss`; TRL's `loss_type` "dft" or "nll"), in
+fp32 on the CPU unless told otherwise (dftlab: `--override trainer=gpu`; TRL: `--device cuda
+--bf16`). A step's time runs from the end of one optimizer step to the end of the next (the GPU
+synchronised), so data loading and everything a framework does between steps count.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
 
 IGNORE = -100
-LR = 1e-3
+TRL_LOSS = {"dft": "dft", "sft": "nll"}  # dftlab's loss choice -> TRL's loss_type
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 class Steps:
@@ -37,8 +47,9 @@ class Steps:
 
             self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
-    def end(self, now: float) -> None:
-        self.ends.append(now)
+    def end(self, now: float | None = None) -> None:
+        _sync()  # a step ends when its GPU work does
+        self.ends.append(time.perf_counter() if now is None else now)
         if self.profiler is not None and len(self.ends) == self.warmup:
             self.profiler.__enter__()
 
@@ -54,17 +65,21 @@ class Steps:
             profile = workload.op_shares(self.profiler.key_averages())
         seconds = [b - a for a, b in zip(self.ends[warmup - 1 :], self.ends[warmup:])]
         n = len(seconds)
-        return {"step_seconds": seconds, "tokens": self.tokens[warmup : warmup + n],
-                "targets": self.targets[warmup : warmup + n], "positions": self.positions[warmup : warmup + n],
-                "peak_rss": workload.peak_rss(), "profile": profile}
+        out = {"step_seconds": seconds, "tokens": self.tokens[warmup : warmup + n],
+               "targets": self.targets[warmup : warmup + n], "positions": self.positions[warmup : warmup + n],
+               "peak_rss": workload.peak_rss(), "profile": profile}
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["peak_gpu"] = torch.cuda.max_memory_allocated()
+        return out
 
 
 def dftlab_config(args, extra: list[str] = ()):
-    model_dir = Path(args.workdir) / "model"
     return workload.compose([
-        *workload.MODEL_OVERRIDES, f"model.name_or_path={model_dir}", f"loss={args.loss}",
+        *workload.overrides(args.workdir), f"loss={args.loss}",
         f"trainer.max_steps={args.warmup + args.steps}", "trainer.max_epochs=-1", f"data.packing={args.packing}",
-        f"optim.lr={LR}",
+        f"optim.lr={workload.learning_rate(args.workdir)}",
         f"paths.output_dir={Path(args.workdir) / 'runs' / 'dftlab'}", *args.override, *extra,
     ])
 
@@ -81,7 +96,7 @@ def run_dftlab(args) -> Steps:
             steps.batch(batch["attention_mask"].sum(), (batch["labels"] != IGNORE).sum(), batch["input_ids"].numel())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            steps.end(time.perf_counter())
+            steps.end()
 
     s = setup(dftlab_config(args), extra_callbacks=[Timer()])
     s.trainer.fit(s.module, datamodule=s.datamodule)
@@ -100,8 +115,13 @@ def _dataset(args):
     return dm, cfg
 
 
+def _plain_batches(loader):
+    while True:  # epoch after epoch, as the frameworks do under max_steps
+        yield from loader
+
+
 def run_plain(args) -> Steps:
-    """The floor: the model, AdamW and the DFT loss on dftlab's batches, no framework."""
+    """The floor: the model, AdamW and the loss (DFT, or SFT) on dftlab's batches, no framework."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM
@@ -112,11 +132,10 @@ def run_plain(args) -> Steps:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(args.workdir + "/model", dtype=torch.float32,
                                                  attn_implementation="sdpa").train()
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=LR, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
-    )
+    opt = torch.optim.AdamW(model.parameters(), lr=workload.learning_rate(args.workdir), betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay)
     steps = Steps(args.warmup, args.profile)
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(_plain_batches(loader)):
         if i == args.warmup + args.steps:
             break
         mask = batch["labels"] != IGNORE
@@ -126,18 +145,19 @@ def run_plain(args) -> Steps:
             inputs["position_ids"] = batch["position_ids"]
         logp = model(**inputs).logits[mask].float().log_softmax(-1)
         logp = logp.gather(1, batch["labels"][mask][:, None]).squeeze(1)
-        loss = -(logp.exp().detach() * logp).sum() / mask.sum()
+        weight = logp.exp().detach() if args.loss == "dft" else 1.0
+        loss = -(weight * logp).sum() / mask.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        steps.end(time.perf_counter())
+        steps.end()
     return steps
 
 
 def run_trl(args) -> Steps:
-    """TRL's SFTTrainer with loss_type="dft" on the same encoded examples (labels -100 on the
-    prompt); `padding_free` with --packing (TRL then puts the whole batch in one row)."""
+    """TRL's SFTTrainer with loss_type="dft" (or "nll" for SFT) on the same encoded examples (labels
+    -100 on the prompt); `padding_free` with --packing (TRL then puts the whole batch in one row)."""
     import datasets
     import torch
     from transformers import AutoModelForCausalLM, TrainerCallback
@@ -150,7 +170,7 @@ def run_trl(args) -> Steps:
 
     class Timer(TrainerCallback):
         def on_step_end(self, *a, **k):
-            steps.end(time.perf_counter())
+            steps.end()
 
     def counted(collator):
         def collate(features):
@@ -161,11 +181,13 @@ def run_trl(args) -> Steps:
         return collate
 
     config = SFTConfig(
-        output_dir=str(Path(args.workdir) / "runs" / "trl"), loss_type="dft", padding_free=args.packing,
+        output_dir=str(Path(args.workdir) / "runs" / "trl"), loss_type=TRL_LOSS[args.loss], padding_free=args.packing,
         max_length=None,  # the examples are already cut to dftlab's max_length
         per_device_train_batch_size=dm.batch_size, gradient_accumulation_steps=1,
-        max_steps=args.warmup + args.steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-        weight_decay=cfg.optim.weight_decay, max_grad_norm=1.0, use_cpu=True, bf16=False, fp16=False,
+        max_steps=args.warmup + args.steps, learning_rate=workload.learning_rate(args.workdir),
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=cfg.optim.weight_decay, max_grad_norm=1.0,
+        use_cpu=args.device == "cpu", bf16=args.bf16, fp16=False,
+        gradient_checkpointing=False,  # TRL's default is on: the others recompute nothing, so neither does TRL
         save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=True, seed=0,
         dataloader_num_workers=0,
     )
@@ -186,10 +208,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--packing", action="store_true")
-    p.add_argument("--loss", default="dft", help="dftlab's loss choice (the others train DFT)")
+    p.add_argument("--loss", default="dft", help="dftlab's loss choice; TRL and plain: dft or sft")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="TRL's device")
+    p.add_argument("--bf16", action="store_true", help="TRL: bf16 autocast (dftlab: --override trainer=gpu)")
     p.add_argument("--profile", action="store_true", help="torch.profiler over the timed steps")
     p.add_argument("--override", nargs="*", default=[], help="more dftlab overrides (data.batch_size=...)")
     args = p.parse_args()
+    if args.system != "dftlab" and args.loss not in TRL_LOSS:
+        p.error(f"{args.system} trains dft or sft, not {args.loss}")
     steps = {"dftlab": run_dftlab, "trl": run_trl, "plain": run_plain}[args.system](args)
     print(json.dumps(steps.result(args.warmup)))
 

@@ -1,10 +1,16 @@
-"""The shared workload of the step-time benchmarks: one tiny Qwen2 (2 layers, 128 wide, the
-character vocabulary of the 24-card game), its initial weights saved once so that every system
-starts from the same ones, the game's training set encoded once by dftlab, and the statistics.
+"""The shared workload of the step-time benchmarks: a model whose initial weights are saved once
+in a workdir, so that every system starts from the same ones, its training data, encoded by
+dftlab, and the statistics. Two kinds of workload, told apart by the workdir:
+
+- the toy (the default workdir): a tiny Qwen2 (2 layers, 128 wide, the character vocabulary of
+  the 24-card game) on the game's training set;
+- real text (`prepare_text`: SmolLM2-135M, the GPU check's Qwen2.5 architectures): any causal LM
+  on rows of exactly `length` tokens of the repository's own Markdown text, described by the
+  workdir's `workload.json`.
 
 Each measurement runs in a fresh process (`python bench/step_worker.py ...`) that prints one JSON
 line: the seconds of every timed optimizer step, the tokens and target tokens of its batch, and
-the process's peak resident memory.
+the process's peak resident memory (and peak GPU memory on a GPU).
 """
 
 from __future__ import annotations
@@ -20,15 +26,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_OVERRIDES = [
-    "model=scratch",
-    "model.arch.model_type=qwen2",
-    "model.arch.num_hidden_layers=2",
-    "model.arch.hidden_size=128",
-    "model.arch.intermediate_size=384",
-    "model.arch.num_attention_heads=4",
-    "model.arch.num_key_value_heads=4",
-]
+MODEL_OVERRIDES = ["debug=bench"]  # the toy model: configs/debug/bench.yaml
 
 
 def compose(overrides: list[str]):
@@ -43,6 +41,69 @@ def compose(overrides: list[str]):
     with open_dict(cfg):
         cfg.callbacks, cfg.logger = {}, {}
     return cfg
+
+
+def text_rows(tokenizer, length: int, n_rows: int, prompt_tokens: int = 16) -> list[dict]:
+    """`n_rows` prompt/response rows of the repository's Markdown text (README, BENCHMARKS, docs/,
+    sweeps/), consecutive windows of the text (taken again from its start when it runs out), each
+    of which dftlab encodes (no chat template, cut at `length`) to exactly `length` tokens."""
+    from dftlab.data.encode import encode
+
+    files = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md")),
+             *sorted((ROOT / "sweeps").rglob("*.md"))]
+    ids = tokenizer("\n\n".join(f.read_text() for f in files if f.is_file()), add_special_tokens=False)["input_ids"]
+    window = length + length // 4  # cut to `length` by dftlab: the margin absorbs re-tokenisation
+    ids = ids * (1 + n_rows * window // len(ids))
+    rows = []
+    for i in range(n_rows):
+        w = ids[i * window : (i + 1) * window]
+        row = {"prompt": tokenizer.decode(w[:prompt_tokens]), "response": tokenizer.decode(w[prompt_tokens:])}
+        enc = encode(tokenizer, row["prompt"], row["response"], length, chat_template=False)
+        if enc is None or len(enc.input_ids) != length:
+            got = 0 if enc is None else len(enc.input_ids)
+            raise RuntimeError(f"text row {i} encodes to {got} tokens, not {length}")
+        rows.append(row)
+    return rows
+
+
+VAL_ROWS = 8  # held out by the data module; the benchmarks run no validation
+
+
+def prepare_text(workdir: Path, lm, tokenizer, batch: int, length: int, lr: float, train_rows: int = 64) -> Path:
+    """A real-text workload in `workdir`: the model and tokenizer (model/), `train_rows` rows of
+    text (text.jsonl) and workload.json (batch, length, learning rate); kept when already there."""
+    spec = workdir / "workload.json"
+    if spec.is_file():
+        return workdir
+    lm.save_pretrained(workdir / "model")
+    tokenizer.save_pretrained(workdir / "model")
+    with open(workdir / "text.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in text_rows(tokenizer, length, train_rows + VAL_ROWS))
+    spec.write_text(json.dumps({"batch": batch, "length": length, "lr": lr}))
+    return workdir
+
+
+def spec(workdir: str | Path) -> dict | None:
+    """The real-text workload of `workdir` (None: the toy)."""
+    path = Path(workdir) / "workload.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def overrides(workdir: str | Path) -> list[str]:
+    """dftlab's model and data overrides for the workload of `workdir`."""
+    workdir = Path(workdir)
+    model = [f"model.name_or_path={workdir / 'model'}"]
+    s = spec(workdir)
+    if s is None:
+        return [*MODEL_OVERRIDES, *model]
+    return ["model=hf", *model, "model.dtype=float32", "data=jsonl", f"data.task.path={workdir / 'text.jsonl'}",
+            "data.task.chat_template=false", f"data.task.val_size={VAL_ROWS}", f"data.batch_size={s['batch']}",
+            f"data.max_length={s['length']}", "data.truncation=keep"]
+
+
+def learning_rate(workdir: str | Path) -> float:
+    s = spec(workdir)
+    return 1e-3 if s is None else s["lr"]
 
 
 def parser(doc: str, steps: int, out: str | None) -> argparse.ArgumentParser:
@@ -81,12 +142,12 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_worker(system: str, args: argparse.Namespace, *extra: str) -> dict:
+def run_worker(system: str, args: argparse.Namespace, *extra: str, timeout: float | None = None) -> dict:
     """One measurement of `system` in a fresh process, with the shared options of `args`; its JSON
     result."""
     cmd = [system, "--workdir", str(args.workdir), "--steps", str(args.steps), "--warmup", str(args.warmup), *extra]
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_worker.py"), *cmd],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"step_worker {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -97,7 +158,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         w.writerows(rows)
     return path
@@ -106,12 +167,14 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
 def summarise(result: dict) -> dict:
     """Per-step and per-token figures of one measurement."""
     seconds = sum(result["step_seconds"])
+    gpu = {"peak_gpu_mib": result["peak_gpu"] / 2**20} if "peak_gpu" in result else {}
     return {
         "s_per_step": statistics.median(result["step_seconds"]),
         "tokens_per_s": sum(result["tokens"]) / seconds,
         "targets_per_s": sum(result["targets"]) / seconds,
         "padded_per_step": statistics.mean(result["positions"]) - statistics.mean(result["tokens"]),
         "peak_rss_mib": result["peak_rss"] / 2**20,
+        **gpu,
     }
 
 
@@ -122,6 +185,7 @@ CATEGORIES = [
     ("python / framework", ("#",)),
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
     ("attention", ("scaled_dot_product", "attention")),
+    ("grad norm", ("_foreach_norm", "linalg_vector_norm")),  # the total gradient norm (logging, guard, clipping)
     ("softmax / loss", ("softmax", "log_softmax", "gather", "nll_loss", "cross_entropy", "scatter")),
     ("optimizer", ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "sqrt")),
     ("copies / layout", ("copy_", "contiguous", "cat", "index", "masked", "clone", "to_copy", "empty", "zero_",
@@ -149,3 +213,9 @@ def print_table(header: list[str], rows: list[list]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def print_markdown(header: list[str], rows: list[list]) -> None:
+    """A table to paste into BENCHMARKS.md."""
+    for row in [header, ["---"] * len(header), *rows]:
+        print("| " + " | ".join(str(x) for x in row) + " |")

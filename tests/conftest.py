@@ -44,6 +44,12 @@ def run_dir(tmp_path, monkeypatch):
 
 # A run small enough for a test: a 1-layer scratch model, a few problems, a few steps (configs/debug/tiny.yaml).
 FAST = ["debug=tiny"]
+# The same run on the default model (the embedded base): debug=tiny without its model (tests/test_configs.py
+# checks that the two agree).
+FAST_ON_BASE = [
+    "data.task.n_train=64", "data.task.n_val=16", "data.task.n_test=4", "data.batch_size=16",
+    "trainer.max_steps=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "eval.batch_size=64",
+]
 
 
 def fast_cfg(run_dir, *overrides, fast=True):

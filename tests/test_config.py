@@ -5,13 +5,14 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from dftlab.config import CONFIG_DIR, compose_config, instantiate, validate
 from dftlab.errors import ConfigError
 from dftlab.losses import LossConfigError
-from tests.conftest import ROOT
+from tests.conftest import FAST_ON_BASE, ROOT
 
-GROUPS = ["model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "experiment"]
+GROUPS = ["model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "experiment", "rollout"]
 
 
 def options(group):
@@ -114,3 +115,16 @@ def test_setup_refuses_an_unresolved_embedded_base(tmp_path):
 def test_typed_settings_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         validate(compose_config([override]))
+
+
+def test_the_tiny_run_on_the_base_matches_debug_tiny():
+    """FAST_ON_BASE is debug=tiny without its model: every non-model value debug=tiny changes is in it."""
+    default, tiny, on_base = compose_config([]), compose_config(["debug=tiny"]), compose_config(FAST_ON_BASE)
+    named = {o.split("=")[0] for o in FAST_ON_BASE}
+    for node in ("data.task", "data", "trainer", "eval"):
+        before = OmegaConf.to_container(OmegaConf.select(default, node), resolve=False)
+        for key, value in OmegaConf.to_container(OmegaConf.select(tiny, node), resolve=False).items():
+            full = f"{node}.{key}"
+            if not isinstance(value, (dict, list)) and before.get(key) != value:
+                assert full in named, f"debug/tiny sets {full}; add it to FAST_ON_BASE"
+                assert OmegaConf.select(on_base, full) == value, full

@@ -53,9 +53,10 @@ def test_fit_save_resume_export(tmp_path, strategy):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_chunked_equals_naive_under_fsdp(tmp_path):
+@pytest.mark.parametrize("loss", ["dft", "iw_sft"])  # iw_sft: the frozen reference is its own FSDP root
+def test_chunked_equals_naive_under_fsdp(tmp_path, loss):
     runs = {path: train(tmp_path / path, *STRATEGIES["fsdp"], f"engine.path={path}", "trainer.max_steps=2",
-                        cache=tmp_path / "cache") for path in ("naive", "chunked")}
+                        f"loss={loss}", cache=tmp_path / "cache") for path in ("naive", "chunked")}
     for key in ("train/loss", "train/ce", "train/grad_norm"):
         naive, chunked = dict(runs["naive"].history(key)), dict(runs["chunked"].history(key))
         assert naive.keys() == chunked.keys() == {0, 1}

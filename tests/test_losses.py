@@ -7,6 +7,7 @@ import torch
 
 from dftlab.engine import naive_token_loss
 from dftlab.losses import REGISTRY, LossConfigError, TokenContext, build_loss
+from tests.helpers.rl import example_fields
 
 
 def _setup(n=12, v=7, seed=0, ref_equal=False):
@@ -21,7 +22,7 @@ def _setup(n=12, v=7, seed=0, ref_equal=False):
 def _loss(loss, logits, targets, ref_logits, seq, normaliser=1.0):
     logits = logits.clone().requires_grad_(True)
     ref_logp = ref_logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-    ctx = TokenContext(seq, 3, ref_logp)
+    ctx = TokenContext(seq, 3, ref_logp, fields=example_fields(loss, seq))
     value, stats = naive_token_loss(logits, targets, loss, ctx, normaliser, ref_logits)
     (grad,) = torch.autograd.grad(value, logits)
     return value.detach(), grad, stats

@@ -1,5 +1,6 @@
 """Nothing lost: exact resume, preemption, atomic checkpoints, non-finite guards, secrets kept out."""
 
+import errno
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from dftlab.callbacks.preemption import Preempted
+from dftlab.errors import CheckpointError
 from dftlab.module import NonFiniteError
 from dftlab.run import run, setup
 from tests.conftest import ROOT, fast_cfg
@@ -126,28 +128,39 @@ def test_checkpoints_are_kept_to_a_number(tmp_path):
 
 
 class FailWritesAfter(L.Callback):
-    """From a given step on, every file write fails halfway: a crash while saving."""
+    """From a given step on, every checkpoint write stops halfway with a full disk (ENOSPC)."""
 
     def __init__(self, step, monkeypatch):
         self.step, self.monkeypatch = step, monkeypatch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
-            import fsspec.implementations.local as local
+            import io
 
-            def write(opener, data):
-                opener.f.write(data[: len(data) // 2])
-                raise OSError("disk full")
+            import dftlab.checkpoints
 
-            self.monkeypatch.setattr(local.LocalFileOpener, "write", write)
+            real_save = torch.save
+
+            def save(obj, f):
+                buffer = io.BytesIO()
+                real_save(obj, buffer)
+                f.write(buffer.getvalue()[: buffer.tell() // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            self.monkeypatch.setattr(dftlab.checkpoints.torch, "save", save)
 
 
-def test_a_crash_while_saving_leaves_the_last_checkpoint_whole(tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_leaves_the_last_checkpoint_whole(tmp_path, monkeypatch):
     cfg = fast_cfg(tmp_path, "loss=sft", *RESUMABLE, "callbacks.model_checkpoint.every_n_train_steps=2")
     s = setup(cfg, extra_callbacks=[FailWritesAfter(3, monkeypatch)])
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError) as err:
         s.trainer.fit(s.module, datamodule=s.datamodule)
     monkeypatch.undo()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "checkpoints" / "step000004.ckpt"))
+    assert "no space left on its disk" in message and "ckpt_path=last" in message
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt", "step000002.ckpt"]  # nothing half-written, no empty step000004.ckpt
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 2
 

@@ -8,6 +8,7 @@ from dftlab.errors import ConfigError
 from dftlab.losses import ENTROPY, IGNORE_INDEX, MAX_PROB, REGISTRY, TokenContext, build_loss, topk_entropy
 from dftlab.objective import CausalLMWithLoss, head_reproduces_logits
 from tests.conftest import tiny_lm
+from tests.helpers.rl import example_fields
 
 VARIANTS = [(name, {}) for name in REGISTRY] + [
     ("dft", {"level": "sequence"}),
@@ -19,6 +20,8 @@ VARIANTS = [(name, {}) for name in REGISTRY] + [
     ("asft", {"kl_coef": 0.1}),
     ("eaft", {"topk": 4, "alpha": 0.5}),
     ("eaft", {"alpha": 2.0}),
+    ("grpo", {"unit": "sequence", "kl_coef": 0.1}),
+    ("dpo", {"beta": 2.0}),
 ]
 
 
@@ -42,7 +45,7 @@ def test_chunked_equals_naive(name, params, bias, chunk_rows):
     hidden, weight, b, targets, seq, ref_hidden, ref_weight = _inputs(bias=bias)
     ref_logits = ref_hidden @ ref_weight.t()
     ref_logp = ref_logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-    ctx = TokenContext(seq, 5, ref_logp)
+    ctx = TokenContext(seq, 5, ref_logp, fields=example_fields(loss, seq))
 
     def grads(value, leaves):
         return torch.autograd.grad(value, [x for x in leaves if x is not None])

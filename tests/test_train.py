@@ -11,14 +11,15 @@ from dftlab.config import CONFIG_DIR
 from dftlab.reporting.runs import load_run
 from dftlab.run import run
 from tests.conftest import fast_cfg
+from tests.helpers import rl
 
 CLASSES = {"sft": "SFT", "dft": "DFT", "focal": "Focal", "iw_sft": "IWSFT", "asft": "ASFT", "mixce": "MixCE",
-           "prob_power": "ProbPower", "eaft": "EAFT", "anti_dft": "Focal"}
+           "prob_power": "ProbPower", "eaft": "EAFT", "anti_dft": "Focal", "dpo": "DPO", "grpo": "GRPO"}
 
 
 @pytest.mark.parametrize("loss", sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml")))
 def test_one_fast_run_per_loss(run_dir, loss):
-    summary = run(fast_cfg(run_dir, f"loss={loss}"))
+    summary = run(fast_cfg(run_dir, f"loss={loss}", *rl.overrides(loss, run_dir.parent / "samples")))
     assert summary["steps"] == 2
     assert summary["loss"].startswith(CLASSES[loss])
     assert summary["label"] == loss

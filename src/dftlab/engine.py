@@ -14,11 +14,14 @@ detached per-token statistics:
   for the sequence statistics.
 
 The logits of a chunk are taken in fp32 (the matmul accumulates in fp32 and is not rounded to the
-model's dtype before the softmax).
+model's dtype before the softmax). Everything here runs with autocast off (`full_precision`): under
+`precision: bf16-mixed` autocast would otherwise run these matmuls, and so the logits, the softmax
+and the gradients, in bf16. The inputs stay in the dtype they come in (fp32 or bf16 weights).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +46,11 @@ class Head:
     bias: Tensor | None = None
 
 
+def full_precision(device: torch.device) -> AbstractContextManager:
+    """Autocast off on `device` for the block: what it computes in fp32 stays in fp32."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def _wide(x: Tensor) -> Tensor:
     """x in fp32, or as it is when it is already at least that precise."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -62,6 +70,14 @@ def _logits_fp32(h: Tensor, head: Head) -> Tensor:
     if head.bias is not None:
         out = out + _wide(head.bias)
     return out
+
+
+def logits_fp32(hidden: Tensor, head: Head) -> Tensor:
+    """`hidden @ W.T + b` in fp32 outside autocast, differentiable: the naive path's logits [N, V].
+    Low-precision inputs are upcast first (autograd then returns gradients in their own dtype)."""
+    with full_precision(hidden.device):
+        out = _wide(hidden) @ _wide(head.weight).t()
+        return out if head.bias is None else out + _wide(head.bias)
 
 
 def _kl_ref(ref_logp_all: Tensor, logp_all: Tensor) -> Tensor:
@@ -101,14 +117,16 @@ def naive_token_loss(
     normaliser: float,
     ref_logits: Tensor | None = None,
 ) -> tuple[Tensor, TokenStats]:
-    """The reference path: full fp32 log-softmax over [N, V] logits."""
-    logprobs = _wide(logits).log_softmax(-1)
-    logp, correct, ctx.stats = position_stats(logprobs, targets, loss.stats)
-    ctx.vocab_size = logits.shape[-1]
-    per_token = loss.per_token(logp, ctx)
-    if loss.kl_coef:
-        per_token = per_token + loss.kl_coef * _kl_ref(_wide(ref_logits).log_softmax(-1), logprobs)
-    return per_token.sum() / normaliser, TokenStats(logp.detach(), correct)
+    """The reference path: full fp32 log-softmax over [N, V] logits (fp32 logits keep their precision;
+    logits that come rounded to bf16 are only as exact as that rounding)."""
+    with full_precision(logits.device):
+        logprobs = _wide(logits).log_softmax(-1)
+        logp, correct, ctx.stats = position_stats(logprobs, targets, loss.stats)
+        ctx.vocab_size = logits.shape[-1]
+        per_token = loss.per_token(logp, ctx)
+        if loss.kl_coef:
+            per_token = per_token + loss.kl_coef * _kl_ref(_wide(ref_logits).log_softmax(-1), logprobs)
+        return per_token.sum() / normaliser, TokenStats(logp.detach(), correct)
 
 
 @torch.no_grad()
@@ -116,11 +134,12 @@ def token_logprobs(
     hidden: Tensor, head: Head, targets: Tensor, chunk_rows: int, stats: tuple[str, ...] = ()
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """`position_stats` of hidden states through `head`, one chunk of rows at a time."""
-    parts = [
-        position_stats(_logits_fp32(hidden[s : s + chunk_rows], head).log_softmax(-1), targets[s : s + chunk_rows],
-                       stats)
-        for s in range(0, hidden.shape[0], chunk_rows)
-    ]
+    with full_precision(hidden.device):
+        parts = [
+            position_stats(_logits_fp32(hidden[s : s + chunk_rows], head).log_softmax(-1),
+                           targets[s : s + chunk_rows], stats)
+            for s in range(0, hidden.shape[0], chunk_rows)
+        ]
     if not parts:  # no targets
         empty = torch.empty(0, dtype=_wide(hidden[:0]).dtype, device=hidden.device)
         return empty, torch.empty(0, dtype=torch.bool, device=hidden.device), {k: empty for k in stats}
@@ -197,16 +216,26 @@ class _ChunkedTokenLoss(torch.autograd.Function):
                 grad.sub_(ref_p, alpha=kl_scale)
                 del ref_p
             grad[rows, t] += g
-            grad_lowp = grad.to(weight.dtype)
-            if need_h:
-                grad_h[s:e] = grad_lowp @ weight
-            if need_w:
-                if grad_w.dtype == grad_lowp.dtype == h.dtype:
-                    grad_w.addmm_(grad_lowp.t(), h)
-                else:
-                    grad_w += _mm_fp32(grad_lowp.t(), h)
             if need_b:
                 grad_b += grad.sum(0)
+            if not (need_h or need_w):
+                continue
+            if grad.dtype == weight.dtype:
+                parts = (grad,)
+            else:
+                # Low-precision weights: the fp32 gradient as the sum of two bf16 parts (16 bits of
+                # mantissa, not 8), each multiplied with fp32 accumulation, so that the chunked path is
+                # as exact as the naive one (which multiplies in fp32) at two more matmuls per chunk.
+                high = grad.to(weight.dtype)
+                parts = (high, grad.sub_(high).to(weight.dtype))
+            if need_h:
+                grad_h[s:e] = sum(_mm_fp32(part, weight) for part in parts)
+            if need_w:
+                for part in parts:
+                    if grad_w.dtype == part.dtype == h.dtype:
+                        grad_w.addmm_(part.t(), h)
+                    else:
+                        grad_w += _mm_fp32(part.t(), h)
         autograd_ctx.grads = (grad_h, grad_w, grad_b)
         autograd_ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         autograd_ctx.mark_non_differentiable(logp_all, correct)
@@ -240,9 +269,10 @@ def chunked_token_loss(
 ) -> tuple[Tensor, TokenStats]:
     if loss.kl_coef and (ref_hidden is None or ref_head is None):
         raise ValueError(f"{loss.name} needs the reference model's hidden states and head")
-    total, logp, correct = _ChunkedTokenLoss.apply(
-        hidden, head.weight, head.bias, targets, loss, ctx, normaliser, max(1, chunk_rows), ref_hidden, ref_head
-    )
+    with full_precision(hidden.device):  # the chunk loop (its forward computes the gradients) in fp32
+        total, logp, correct = _ChunkedTokenLoss.apply(
+            hidden, head.weight, head.bias, targets, loss, ctx, normaliser, max(1, chunk_rows), ref_hidden, ref_head
+        )
     return total, TokenStats(logp, correct)
 
 

@@ -38,3 +38,8 @@ def safe_name(value, key: str = "run_id") -> str:
         raise ConfigError(f"{key}={printable(name)!r} is not allowed: a run directory's name, of letters, digits, "
                           f"'-', '_' and '.' (no '/', not '.' or '..')")
     return name
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be read (truncated, not a checkpoint, of another run) or written (disk full):
+    one line naming the file and what to do."""

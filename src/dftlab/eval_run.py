@@ -18,17 +18,19 @@ import csv
 import json
 import logging
 import tempfile
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab import checks
+from dftlab import checkpoints, checks
 from dftlab.config import instantiate
 from dftlab.embedded_base import resolve_model
 from dftlab.errors import ConfigError
-from dftlab.evaluation.report import ModelResults, evaluate_model, evaluate_path, rows
+from dftlab.evaluation import vllm_backend
+from dftlab.evaluation.report import ModelResults, evaluate_model, load_for_generation, rows
 from dftlab.evaluation.settings import EvalSettings
 from dftlab.evaluation.table import describe, format_table
 from dftlab.models import is_lora, load_causal_lm, load_tokenizer
@@ -102,7 +104,7 @@ def _task(cfg: DictConfig, data_cfg: DictConfig):
 
 def _checkpoint_weights(ckpt: Path) -> dict:
     """The language model's weights in a Lightning checkpoint of a dftlab run."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # no code runs from the file
+    state = checkpoints.read(ckpt, "ckpt")  # no code runs from the file; a bad file is named in one line
     prefix = "policy.lm."
     weights = {k.removeprefix(prefix): v for k, v in state.get("state_dict", {}).items() if k.startswith(prefix)}
     if not weights:
@@ -111,9 +113,9 @@ def _checkpoint_weights(ckpt: Path) -> dict:
 
 
 def _checkpoint_model(t: Target, tokenizer) -> torch.nn.Module:
-    """The model of `t.model_cfg` with the checkpoint's weights."""
+    """The model of `t.model_cfg` with the checkpoint's weights (its own without a checkpoint)."""
     lm = load_causal_lm(t.model_cfg, tokenizer)
-    missing, unexpected = lm.load_state_dict(t.weights, strict=False)
+    missing, unexpected = lm.load_state_dict(t.weights, strict=False) if t.weights is not None else ([], [])
     if missing or unexpected:
         raise ConfigError(f"ckpt: the checkpoint's weights do not fit model.name_or_path={t.model_cfg.name_or_path} "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]}): is it this run's checkpoint?")
@@ -122,21 +124,31 @@ def _checkpoint_model(t: Target, tokenizer) -> torch.nn.Module:
     return lm.eval().to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _evaluate(t: Target, tokenizer, task, settings: EvalSettings) -> ModelResults:
+@contextmanager
+def generation_model(t: Target, tokenizer, settings: EvalSettings):
+    """The target's model, ready to generate with the chosen backend (a vLLM engine is released after)."""
     trust = bool(t.model_cfg.get("trust_remote_code"))
-    if t.weights is None:
-        return evaluate_path(t.model_cfg.name_or_path, tokenizer, task, settings, trust)
-    lm = _checkpoint_model(t, tokenizer)
-    if settings.backend != "vllm":
+    with ExitStack() as stack:
+        if t.weights is None and not t.model_cfg.get("gguf_file"):  # a GGUF file loads through load_causal_lm
+            lm = load_for_generation(t.model_cfg.name_or_path, settings, trust)
+        else:
+            lm = _checkpoint_model(t, tokenizer)
+            if settings.backend == "vllm":  # vLLM loads models from directories only
+                tmp = stack.enter_context(tempfile.TemporaryDirectory())
+                lm.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                lm = load_for_generation(tmp, settings, trust)
+        if isinstance(lm, vllm_backend.VLLMModel):
+            stack.callback(vllm_backend.release, lm)
+        yield lm
+
+
+def _evaluate(t: Target, tokenizer, task, settings: EvalSettings) -> ModelResults:
+    with generation_model(t, tokenizer, settings) as lm:
         return evaluate_model(lm, tokenizer, task, settings)
-    with tempfile.TemporaryDirectory() as tmp:  # vLLM loads models from directories only
-        lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        del lm
-        return evaluate_path(tmp, tokenizer, task, settings, trust)
 
 
-def _load_tokenizer(t: Target):
+def load_target_tokenizer(t: Target):
     try:
         return load_tokenizer(t.model_cfg)
     except OSError as err:  # not a model directory, or a hub name that cannot be reached
@@ -171,7 +183,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
         checks.model_architecture(cfg)
         checks.chat_template(cfg, [("eval_task" if cfg.get("eval_task") else "data.task", _task(cfg, cfg.data))])
     t = target(cfg)
-    tokenizer = _load_tokenizer(t)
+    tokenizer = load_target_tokenizer(t)
     task = _task(cfg, t.data_cfg)
     checks.tokenizer_chat_template(task, tokenizer, "eval_task" if cfg.get("eval_task") else "data.task", t.label)
     log.info("evaluating %s on %s (%s) with %s", t.label, task.name, ", ".join(task.test_splits), settings.backend)

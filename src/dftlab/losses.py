@@ -23,6 +23,7 @@ from torch import Tensor
 from dftlab.errors import ConfigError
 
 IGNORE_INDEX = -100
+UNITS = ("token", "sequence", "pair")  # what the loss of an optimizer step is the mean over
 
 # Statistics of the predictive distribution at a target's position that a member may ask for.
 ENTROPY = "entropy"  # nats, over the whole vocabulary
@@ -55,12 +56,14 @@ class TokenContext:
     ref_logp: Tensor | None = None  # [N] the reference model's log p of the target (needs_reference)
     vocab_size: int | None = None  # V, set by the engine
     stats: dict[str, Tensor] = field(default_factory=dict)  # name -> [N], the member's `stats`
+    fields: dict[str, Tensor] = field(default_factory=dict)  # name -> [N], the member's `token_fields` in the batch
 
     def slice(self, start: int, end: int) -> TokenContext:
         """The context of tokens [start, end): enough for weights that are per token."""
         ref = None if self.ref_logp is None else self.ref_logp[start:end]
         stats = {k: v[start:end] for k, v in self.stats.items()}
-        return TokenContext(self.seq_id[start:end], self.n_seqs, ref, self.vocab_size, stats)
+        fields = {k: v[start:end] for k, v in self.fields.items()}
+        return TokenContext(self.seq_id[start:end], self.n_seqs, ref, self.vocab_size, stats, fields)
 
     def seq_mean(self, x: Tensor) -> Tensor:
         """Mean of x over each token's sequence, broadcast back to the tokens."""
@@ -91,15 +94,24 @@ class TokenLoss:
       (never a [batch x seq x vocab] tensor on the chunked path): `entropy`, `max_prob`,
       `top<k>_entropy` (see `topk_entropy`).
     - `ctx.vocab_size`: V.
+    - `ctx.fields[name]` [N] for each name in `token_fields` (and in `optional_fields`, when the
+      batch has it): per-token values that come with the batch, e.g. a pair's index and side
+      (preference pairs, `dftlab.rl.pairs`) or a sampled completion's advantage (`dftlab.rl.rollout`).
     - `kl_coef`: when > 0 the engine adds `kl_coef * KL(p_ref || p)` over the vocabulary per token.
 
-    The engine does the reduction: sum over target tokens / number of target tokens in the step.
+    The engine does the reduction: sum over target tokens / the number of `unit`s in the optimizer
+    step: target tokens (`token`), sequences (`sequence`) or preference pairs (`pair`). The data
+    (or the rollout) counts the units of each step; a member whose unit is not `token` spreads each
+    sequence's or pair's loss over its tokens, so that the sum over tokens is the sum over units.
     """
 
     name: ClassVar[str]
     needs_reference: bool = False
     needs_sequence_stats: bool = False
     stats: tuple[str, ...] = ()
+    token_fields: tuple[str, ...] = ()  # per-token batch fields the member needs
+    optional_fields: tuple[str, ...] = ()  # ... and those it reads when the batch has them
+    unit: str = "token"  # what a step's loss is the mean over: token | sequence | pair
     kl_coef: float = 0.0
     label: str  # what runs and reports call it: the name (set by the registration), or a preset's label
 
@@ -261,6 +273,77 @@ class EAFT(TokenLoss, name="eaft"):
     def weight(self, logp: Tensor, ctx: TokenContext) -> Tensor:
         h_max = math.log(ctx.vocab_size if self.topk is None else min(self.topk, ctx.vocab_size))
         return (ctx.stats[self.stats[0]] / h_max).clamp(min=0.0) ** self.alpha
+
+
+class DPO(TokenLoss, name="dpo"):
+    """Direct preference optimisation, per pair of responses to one prompt:
+    `-log sigmoid(beta * (delta_chosen - delta_rejected))`, delta = sum over the response's target
+    tokens of `log p - log p_ref`.
+
+    The batch gives each target token its pair (`pair_id`) and side (`pair_side`: +1 chosen, -1
+    rejected), both sides of a pair in one micro-batch (`dftlab.rl.pairs.PairDataModule`). The
+    pair's loss is spread evenly over its tokens, so the sum over tokens is the sum over pairs and
+    the step's loss is the mean over its pairs (`unit`).
+    """
+
+    needs_reference = True
+    needs_sequence_stats = True  # a pair's loss depends on all of its tokens
+    token_fields = ("pair_id", "pair_side")
+    unit = "pair"
+
+    def __init__(self, beta: float = 0.1):
+        _check(beta > 0, "beta", beta, "beta > 0")
+        self.beta = beta
+
+    def pair_margins(self, logp: Tensor, ctx: TokenContext) -> tuple[Tensor, Tensor, Tensor]:
+        """(delta_chosen - delta_rejected per pair id, tokens per pair id, the pair ids) ; ids are below n_seqs."""
+        pair = ctx.fields["pair_id"].long()
+        side = ctx.fields["pair_side"].to(logp.dtype)
+        margin = logp.new_zeros(ctx.n_seqs).index_add(0, pair, side * (logp - ctx.ref_logp))
+        tokens = logp.new_zeros(ctx.n_seqs).index_add(0, pair, torch.ones_like(logp))
+        return margin, tokens, pair
+
+    def per_token(self, logp: Tensor, ctx: TokenContext) -> Tensor:
+        margin, tokens, pair = self.pair_margins(logp, ctx)
+        per_pair = -torch.nn.functional.logsigmoid(self.beta * margin)
+        return (per_pair / tokens.clamp(min=1))[pair]
+
+
+class GRPO(TokenLoss, name="grpo"):
+    """Group-relative policy optimisation on sampled completions: the PPO clipped surrogate per
+    completion token, `-min(r A, clip(r, 1 - clip_eps, 1 + clip_eps_high) A)`, r = exp(log p - log
+    p_old), A the completion's group-normalised advantage (`dftlab.rl.rollout`, field `advantage`).
+
+    `old_logp` is the sampling policy's log p (given by the rollout when it updates more than once
+    on the same samples); without it r = exp(log p - sg(log p)) = 1, and the gradient is exactly
+    that of `-A log p`. `kl_coef` > 0 adds the engine's KL(p_ref || p) over the vocabulary at each
+    completion token. `unit`: `token`, the step's loss is the mean over its completion tokens;
+    `sequence`, each completion's token mean, then the mean over completions (the GRPO paper's).
+    """
+
+    token_fields = ("advantage",)
+    optional_fields = ("old_logp",)
+
+    def __init__(self, clip_eps: float = 0.2, clip_eps_high: float | None = None, kl_coef: float = 0.0,
+                 unit: str = "token"):
+        clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+        _check(0 < clip_eps < 1, "clip_eps", clip_eps, "0 < clip_eps < 1")
+        _check(clip_eps_high > 0, "clip_eps_high", clip_eps_high, "clip_eps_high > 0 (null: clip_eps)")
+        _check(kl_coef >= 0, "kl_coef", kl_coef, "kl_coef >= 0")
+        _check(unit in ("token", "sequence"), "unit", unit, "token | sequence")
+        self.clip_eps, self.clip_eps_high, self.kl_coef, self.unit = clip_eps, clip_eps_high, kl_coef, unit
+        self.needs_reference = kl_coef > 0
+        self.needs_sequence_stats = unit == "sequence"
+
+    def per_token(self, logp: Tensor, ctx: TokenContext) -> Tensor:
+        advantage = ctx.fields["advantage"].to(logp.dtype)
+        old = ctx.fields.get("old_logp")
+        ratio = torch.exp(logp - (logp.detach() if old is None else old.to(logp.dtype)))
+        clipped = ratio.clamp(1 - self.clip_eps, 1 + self.clip_eps_high)
+        loss = torch.maximum(-advantage * ratio, -advantage * clipped)
+        if self.unit == "sequence":
+            loss = loss / ctx.seq_sum(torch.ones_like(logp))
+        return loss
 
 
 class LossConfigError(ConfigError):

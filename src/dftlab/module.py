@@ -18,6 +18,7 @@ from dftlab.losses import IGNORE_INDEX, TokenLoss
 from dftlab.models import is_lora, load_causal_lm
 from dftlab.objective import CausalLMWithLoss
 from dftlab.rng import rng_state, set_rng_state
+from dftlab.schedules import planned_steps
 from dftlab.settings import EngineSettings
 from dftlab.strategies import FSDP2Strategy
 
@@ -35,12 +36,18 @@ class FineTuneModule(L.LightningModule):
       target token of every micro-batch on every rank, divided by the number of those tokens.
     - `official`: as the public DFT code does: each micro-batch's token mean, summed over the
       micro-batches of a step without division, averaged over ranks. For faithful comparisons.
+
+    `train/loss` is the quantity the step optimises under either reduction; under `official`,
+    `train/loss_token_mean` is the token mean beside it (what `train/loss` is under `token`).
     """
 
-    def __init__(self, model, loss: TokenLoss, optim, engine: EngineSettings, tokenizer=None):
+    def __init__(self, model, loss: TokenLoss, optim, engine: EngineSettings, tokenizer=None, rollout=None):
         super().__init__()
         self.model_cfg, self.loss, self.optim_cfg, self.engine = model, loss, optim, engine
         self.tokenizer = tokenizer
+        self.rollout = rollout  # online sampling (dftlab.rl.rollout): turns each prompt batch into a token batch
+        self._extra_sums: dict[str, torch.Tensor] = {}  # a batch's `metric_sums`, over this step
+        self.totals: dict[str, float] = {}  # the same, over the run (numerators and counts)
         self.policy: CausalLMWithLoss | None = None
         # nan_strategy "disable": a non-finite loss stays non-finite (the default drops NaN, reporting 0)
         self.val_sums = torch.nn.ModuleDict(
@@ -51,6 +58,7 @@ class FineTuneModule(L.LightningModule):
         self._step_clock: float | None = None
         self.skipped_steps = 0
         self.validated_at = -1  # the step of the latest validation
+        self.run_record: dict | None = None  # what checkpoints record of the run, for a resume to compare
 
     # --- model -----------------------------------------------------------------------------
 
@@ -109,12 +117,19 @@ class FineTuneModule(L.LightningModule):
         return max(batch["step_tokens"], 1) / (accumulation * self.trainer.world_size)
 
     def training_step(self, batch, batch_idx):
+        if self.rollout is not None:
+            batch = self.rollout.training_batch(self, batch)
+        for name, (value, count) in batch.get("metric_sums", {}).items():
+            pair = torch.tensor([value, count], dtype=torch.float64, device=self.device)
+            self._extra_sums[name] = self._extra_sums[name] + pair if name in self._extra_sums else pair
         normaliser = self._normaliser(batch)
         loss, stats = self.policy(batch, normaliser)
         logp = stats.logp.double()
         sums = torch.stack(
             [
                 loss.detach().double() * normaliser,
+                # what Lightning backpropagates (the loss over the accumulation); over ranks, DDP averages
+                loss.detach().double() / self.trainer.accumulate_grad_batches,
                 -logp.sum(),
                 stats.correct.double().sum(),
                 logp.exp().sum(),
@@ -129,10 +144,15 @@ class FineTuneModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """Log the step's metrics (one reduction across ranks), then guard against non-finite values."""
         sums = self._step_sums
+        extra = self._extra_sums
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        grad_norm = self._grad_norm()
-        weighted, nll, correct, psum, n_targets, n_tokens = sums.tolist()
+            if extra:  # every rank's batches carry the same names
+                reduced = self.trainer.strategy.reduce(torch.stack([extra[k] for k in sorted(extra)]), reduce_op="sum")
+                extra = dict(zip(sorted(extra), reduced))
+        self._extra_sums = {}
+        grad_norm = self._grad_norm(optimizer)
+        weighted, optimised, nll, correct, psum, n_targets, n_tokens = sums.tolist()
         rows = torch.cat(self._step_rows).tolist() if self._step_rows else []
         self._step_sums, self._step_rows = None, []
         now = time.perf_counter()
@@ -140,7 +160,8 @@ class FineTuneModule(L.LightningModule):
         self._step_clock = now
         n = max(n_targets, 1.0)
         metrics = {
-            "train/loss": weighted / n,
+            # what is optimised: the mean over the loss's units (tokens, pairs), or the official sum of means
+            "train/loss": optimised / self.trainer.world_size,
             "train/ce": nll / n,
             "train/acc": correct / n,
             "train/p_mean": psum / n,
@@ -149,6 +170,12 @@ class FineTuneModule(L.LightningModule):
             "train/target_tokens": n_targets,
             "train/skipped_steps": float(self.skipped_steps),
         }
+        if self.engine.reduction == "official":
+            metrics["train/loss_token_mean"] = weighted / n
+        for name, (value, count) in ((k, v.tolist()) for k, v in extra.items()):
+            metrics[f"train/{name}"] = value / max(count, 1.0)
+            self.totals[name] = self.totals.get(name, 0.0) + value
+            self.totals[f"{name}_count"] = self.totals.get(f"{name}_count", 0.0) + count
         if elapsed == elapsed:  # no rate for the first step, nor after a validation pass
             metrics["train/tokens_per_s"] = n_tokens / elapsed
             metrics["train/target_tokens_per_s"] = n_targets / elapsed
@@ -162,11 +189,21 @@ class FineTuneModule(L.LightningModule):
             self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
             self.log("ce", metrics["train/ce"], prog_bar=True, logger=False, on_step=True, batch_size=1)
 
-    def _grad_norm(self) -> float:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
-            return 0.0
-        return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+    def _grad_norm(self, optimizer) -> float:
+        """The total gradient norm of the optimizer's parameters, kept for `configure_gradient_clipping`."""
+        params = self.trainer.precision_plugin.main_params(optimizer)  # what Lightning would clip, in its order
+        grads = [p.grad for p in params if p.grad is not None]
+        self._step_grad_norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else None
+        return 0.0 if self._step_grad_norm is None else float(self._step_grad_norm)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by norm with the norm `on_before_optimizer_step` computed (Lightning's own clipping
+        would compute it a second time); the same result as `torch.nn.utils.clip_grad_norm_`."""
+        norm, self._step_grad_norm = getattr(self, "_step_grad_norm", None), None
+        if norm is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = list(self.trainer.precision_plugin.main_params(optimizer))
+        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
 
     def _non_finite(self, optimizer, loss: float, grad_norm: float, rows: list[int]) -> None:
         """Save what went wrong; then stop the run, or skip the step (`engine.on_non_finite`)."""
@@ -186,6 +223,12 @@ class FineTuneModule(L.LightningModule):
             f"{path}. Resume from the last checkpoint, or set engine.on_non_finite=skip to skip such steps."
         )
 
+    def on_train_start(self) -> None:
+        # a resumed epoch continues where it stopped, or not at all (its first batches would be trained twice)
+        if self.trainer.fit_loop.restarted_mid_epoch and not getattr(self.trainer.train_dataloader, "restored", True):
+            raise RuntimeError("resuming mid-epoch, but the checkpoint's position in the epoch was not loaded into "
+                               "the training data loader (it was set up before the checkpoint was restored)")
+
     def reset_step_clock(self) -> None:
         """Leave the time since the last step out of the next tokens/s (an evaluation ran in between)."""
         self._step_clock = None
@@ -196,13 +239,19 @@ class FineTuneModule(L.LightningModule):
     # --- checkpoints -----------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint) -> None:
-        checkpoint["dftlab"] = {"rng": rng_state(), "skipped_steps": self.skipped_steps}
+        checkpoint["dftlab"] = {"rng": rng_state(), "skipped_steps": self.skipped_steps, "totals": self.totals}
+        if self.run_record is not None:
+            datamodule = self.trainer.datamodule
+            if "data" not in self.run_record and hasattr(datamodule, "identity"):
+                self.run_record["data"] = datamodule.identity()
+            checkpoint["dftlab"]["run"] = self.run_record
 
     def on_load_checkpoint(self, checkpoint) -> None:
         state = checkpoint.get("dftlab", {})
         if "rng" in state:
             set_rng_state(state["rng"])
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.totals = dict(state.get("totals", {}))
 
     # --- validation ------------------------------------------------------------------------
 
@@ -224,15 +273,17 @@ class FineTuneModule(L.LightningModule):
     # --- optimizer -------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        """`optim.optimizer` called with the parameter groups (weight decay on matrices only), and
+        """`optim.optimizer` called with the parameter groups (weight decay on matrices only, or on
+        every parameter with `optim.decay_norms_and_biases`, as the public DFT code does), and
         `optim.schedule` with the optimizer and the number of optimizer steps, stepped every step."""
         cfg = self.optim_cfg
+        decay_all = bool(cfg.get("decay_norms_and_biases", False))
         decay, no_decay = [], []
         for p in self.policy.lm.parameters():
             if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
+                (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = instantiate(cfg.optimizer)(groups)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = planned_steps(self.trainer)
         scheduler = instantiate(cfg.schedule)(optimizer, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

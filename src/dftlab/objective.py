@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from dftlab.engine import (
     TokenStats,
     chunk_rows_for,
     chunked_token_loss,
+    logits_fp32,
     naive_token_loss,
     position_stats,
     token_logprobs,
@@ -73,6 +74,23 @@ def packing_isolates_sequences(lm: nn.Module) -> tuple[bool, str]:
         return ok, "" if ok else f"packed sequences attend to each other (logits differ by {err:.3g})"
 
 
+@contextmanager
+def _unsharded(module: nn.Module | None):
+    """A module sharded by FSDP2 as its own root (the frozen reference) with its root parameters
+    (embeddings, final norm, output layer) gathered for the block, as its forward would gather them:
+    its decoder and head are used directly. Its layers gather their own when called."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(module, FSDPModule):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
+
+
 class CausalLMWithLoss(nn.Module):
     """`reference`: "copy" (a frozen copy of the initial weights), "adapters" (the same model with
     its LoRA adapters disabled: no second copy), "dataset" (reference log-probs given in the batch),
@@ -99,13 +117,14 @@ class CausalLMWithLoss(nn.Module):
         self.vocab_size = lm.get_output_embeddings().weight.shape[0]
         self.chunk_rows = chunk_rows_for(self.vocab_size, chunk_mib)
         self.path = path
-        if path != "naive":
-            ok, why = head_reproduces_logits(lm)
-            if not ok:
-                if path == "chunked":
-                    raise ConfigError(f"engine.path=chunked cannot serve this model: {why}; use engine.path=naive")
-                log.warning("chunked loss disabled: %s; using the naive path", why)
-                self.path = "naive"
+        # A head that `hidden @ W.T + b` reproduces is applied here, in fp32 outside autocast, on both
+        # paths; any other head's logits come from the model's own forward (bf16 under autocast).
+        self.plain_head, why = head_reproduces_logits(lm)
+        if not self.plain_head and path != "naive":
+            if path == "chunked":
+                raise ConfigError(f"engine.path=chunked cannot serve this model: {why}; use engine.path=naive")
+            log.warning("chunked loss disabled: %s; using the naive path", why)
+            self.path = "naive"
         if reference == "auto":
             reference = "adapters" if is_lora(lm) else "copy"
         self.reference_mode = reference if loss.needs_reference else None
@@ -148,14 +167,22 @@ class CausalLMWithLoss(nn.Module):
         return self.reference if self.reference_mode == "copy" else self.lm
 
     def forward(self, batch: dict[str, torch.Tensor], normaliser: float) -> tuple[torch.Tensor, TokenStats]:
+        with _unsharded(self.reference):  # its head is used until the loss is computed
+            return self._forward(batch, normaliser)
+
+    def _forward(self, batch: dict[str, torch.Tensor], normaliser: float) -> tuple[torch.Tensor, TokenStats]:
         labels = batch["labels"]
         mask = labels != IGNORE_INDEX
         targets = labels[mask]
         ctx = TokenContext(batch["seq_ids"][mask], batch["n_seqs"])
+        ctx.fields = self._token_fields(batch, mask)
         inputs = self._model_inputs(batch)
         if "position_ids" in inputs:
             self._check_packing()
         if self.reference_mode == "dataset":
+            if "ref_logp" not in batch:
+                raise ConfigError("engine.reference=dataset: the training rows have no ref_logp field (one reference "
+                                  "log-probability per target token); add it, or use engine.reference=copy")
             ctx.ref_logp = batch["ref_logp"][mask].float()
         if self.use_chunked(labels.numel()):
             hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
@@ -167,14 +194,28 @@ class CausalLMWithLoss(nn.Module):
             return chunked_token_loss(
                 hidden, output_head(self.lm), targets, self.loss, ctx, normaliser, self.chunk_rows, ref_hidden, ref_head
             )
-        logits = self.lm(**inputs).logits[mask]
+        logits = self._logits(self.lm, inputs, mask)
         ref_logits = None
         if self.reference_mode in ("copy", "adapters"):
             with torch.no_grad(), self._reference_context():
-                ref_logits = self._reference_model()(**inputs).logits[mask]
+                ref_logits = self._logits(self._reference_model(), inputs, mask)
             if ctx.ref_logp is None:
-                ctx.ref_logp = position_stats(ref_logits.float().log_softmax(-1), targets)[0]
+                ctx.ref_logp = position_stats(ref_logits.log_softmax(-1), targets)[0]
         return naive_token_loss(logits, targets, self.loss, ctx, normaliser, ref_logits)
+
+    def _logits(self, model: nn.Module, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
+        """fp32 logits [N, V] of the target positions (see `plain_head`)."""
+        if self.plain_head:
+            return logits_fp32(model.get_decoder()(**inputs).last_hidden_state[mask], output_head(model))
+        return model(**inputs).logits[mask].float()
+
+    def _token_fields(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-token batch fields the loss reads (`TokenLoss.token_fields`), at its targets."""
+        if missing := [name for name in self.loss.token_fields if name not in batch]:
+            raise ConfigError(f"loss {self.loss.label} needs the per-token fields {missing} in its batches, and they "
+                              f"are missing: see the loss's docstring for the data it trains on")
+        return {name: batch[name][mask] for name in (*self.loss.token_fields, *self.loss.optional_fields)
+                if name in batch}
 
     def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict:
         # Rows are right-padded: with causal attention no real token attends to padding, so no
@@ -202,8 +243,7 @@ class CausalLMWithLoss(nn.Module):
             hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
             logp, correct, stats = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, wanted)
         else:
-            logprobs = self.lm(**inputs).logits[mask].float().log_softmax(-1)
-            logp, correct, stats = position_stats(logprobs, targets, wanted)
+            logp, correct, stats = position_stats(self._logits(self.lm, inputs, mask).log_softmax(-1), targets, wanted)
         ent = stats.get(ENTROPY)
         return TokenStats(logp, correct), ent
 

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab import checks, stopping
+from dftlab import checkpoints, checks, locks, resume, stopping
 from dftlab.callbacks.preemption import Preempted, Preemption
 from dftlab.callbacks.progress import progress_bar
+from dftlab.checkpoints import AtomicCheckpointIO
 from dftlab.config import instantiate, validate
-from dftlab.errors import ConfigError
+from dftlab.errors import CheckpointError, ConfigError
 from dftlab.evaluation.report import evaluate_run
 from dftlab.loggers import build_logger
 from dftlab.models import EMBEDDED_BASE, load_tokenizer
 from dftlab.module import FineTuneModule
+from dftlab.rl.checks import check_sources
+from dftlab.rl.prompts import PromptDataModule
 from dftlab.settings import EngineSettings
+from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,10 @@ def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
     if cfg.trainer.get("fast_dev_run") and any("wandb" in str(c.get("_target_", "")) for c in logger_cfgs):
         log.warning("trainer.fast_dev_run: Lightning turns every logger off, so nothing goes to W&B; to smoke-test "
                     "W&B, run a couple of steps instead: trainer.max_steps=2 trainer.max_epochs=-1")
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # saved whole or not at all, beside the run
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
 
 
 def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = None) -> Setup:
@@ -86,13 +94,20 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
     tokenizer = load_tokenizer(model_cfg)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     label = model_cfg.name_or_path or "model.arch (fresh weights)"
-    for key, task in (("data.task", datamodule.task), ("data.task.eval_task", datamodule.task.eval_task)):
+    eval_task = getattr(datamodule.task, "eval_task", None)
+    for key, task in (("data.task", datamodule.task), ("data.task.eval_task", eval_task)):
         checks.tokenizer_chat_template(task, tokenizer, key, label)
     datamodule.setup("fit")  # read and tokenised now: a data error is refused before the model and trainer
-    module = FineTuneModule(model_cfg, loss, cfg.optim, EngineSettings.from_cfg(cfg.engine), tokenizer)
+    rollout = instantiate(cfg.rollout) if cfg.get("rollout") else None  # online sampling (GRPO)
+    if rollout is not None:
+        datamodule = PromptDataModule(datamodule, rollout.ppo_epochs)
+    engine = EngineSettings.from_cfg(cfg.engine)
+    module = FineTuneModule(model_cfg, loss, cfg.optim, engine, tokenizer, rollout)
     trainer = build_trainer(cfg, extra_callbacks)
+    check_sources(loss, datamodule, rollout, engine.reduction, isinstance(trainer.strategy, FSDP2Strategy))
     plan = datamodule.plan(trainer.world_size)
     trainer.accumulate_grad_batches = plan.accumulation
+    module.run_record = resume.record(cfg, plan.accumulation)
     log.info(
         "loss %r; global batch %d = %d rank(s) x %d micro-batch(es) x %d rows",
         loss, plan.global_batch, plan.world_size, plan.accumulation, plan.micro,
@@ -101,33 +116,52 @@ def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = No
 
 
 def run(cfg: DictConfig, model_cfg: DictConfig | None = None, resume_hint: str | None = None) -> dict:
-    """Train as configured; returns the summary that is also written to `summary.json`.
+    """Train as configured; returns the summary that is also written to `summary.json`. The run directory
+    is locked for the run's duration: a second run with the same `run_id` is refused.
 
     With the preemption callback configured, its signals stop the run anywhere (training, the final
     validation, the export, the end-of-run evaluation) at the next batch boundary; what is finished
     is kept, the summary says `"preempted": true`, and `ckpt_path=last` in the same directory goes on
     from there. `resume_hint`: what the warning tells the user to run then (default: the resume
     command of this run directory)."""
+    out = Path(cfg.paths.output_dir)
+    lock = locks.exclusive(out, f"another run with run_id={out.name} is running; two runs in one directory overwrite "
+                                "each other's checkpoints: wait for it to end, or choose another run_id")
     preemption = (cfg.get("callbacks") or {}).get("preemption")
     signals = list(preemption.get("signals", stopping.DEFAULT_SIGNALS)) if preemption else []
-    with stopping.on_signals(signals) if signals else nullcontext():
-        return _run(cfg, model_cfg, resume_hint)
+    with stopping.on_signals(signals) if signals else contextlib.nullcontext():
+        with lock if locks.launch_rank() == 0 else contextlib.nullcontext():
+            return _run(cfg, model_cfg, out, resume_hint)
 
 
-def _run(cfg: DictConfig, model_cfg: DictConfig | None, resume_hint: str | None) -> dict:
+def _run(cfg: DictConfig, model_cfg: DictConfig | None, out: Path, resume_hint: str | None) -> dict:
+    if locks.launch_rank() == 0:
+        checkpoints.remove_partial_saves(out / "checkpoints")
+    ckpt = resume.checkpoint_path(cfg, out)
+    resumed = resume.Resume.read(ckpt) if ckpt is not None else None
+    if resumed is not None:
+        cfg = resumed.apply(cfg)
     s = setup(cfg, model_cfg=model_cfg)
     module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
+    if resumed is not None:
+        resumed.check(cfg, datamodule, trainer.accumulate_grad_batches)
+    resumes = resume.previous_resumes(out) + [resumed.entry()] if resumed is not None else []
     loss = module.loss
-    out = Path(cfg.paths.output_dir)
     earlier = _stopped_summary(out)  # what an interrupted run of this directory had finished
-    if trainer.is_global_zero:  # the resolved config: every value as this run used it
+    if trainer.is_global_zero:  # the resolved config: every value as this run used it, and its resumes
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        used = {**OmegaConf.to_container(cfg, resolve=True), **({"resumes": resumes} if resumes else {})}
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(used))
     stage, stopped = "training", None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except (Preempted, SIGTERMException):  # Lightning's: a SIGTERM before training started
         stopped = stopping.requested() or "SIGTERM"
+    except RuntimeError as err:  # weights of another model (a checkpoint from before runs recorded their config)
+        if ckpt is None or "Error(s) in loading state_dict" not in str(err):
+            raise
+        detail = (str(err).splitlines()[1:] or [""])[0].strip()
+        raise CheckpointError(f"ckpt_path={ckpt}: its weights do not fit this model ({detail})") from None
 
     _report_data(trainer, datamodule.skipped)
     export = out / "export"
@@ -139,7 +173,12 @@ def _run(cfg: DictConfig, model_cfg: DictConfig | None, resume_hint: str | None)
         "steps": step,
         "val_ce": None,
         "data_skipped": datamodule.skipped,
+        **({"resumes": resumes} if resumes else {}),
     }
+    if module.totals:
+        summary["totals"] = module.totals  # counts summed over the run (the rollout's, ...)
+    if hasattr(datamodule.task, "sample_counts"):  # trained on rejection samples: how they came out
+        summary["samples"] = datamodule.task.sample_counts()
     try:
         if stopped is None:
             stage = "validation"

@@ -87,12 +87,16 @@ def test_sampler_epochs_differ_and_resume():
     e0 = list(s)
     s.set_epoch(1)
     assert list(s) != e0
+    e1 = list(s)
     s.set_epoch(0)
-    s.resume(1, 2)  # another epoch's offset does not apply to epoch 0
-    assert list(s) == e0
+    s.resume(1, 2)  # the checkpoint's epoch, whatever the epoch set (a trainer not restored yet)
+    assert list(s) == e1[2:]
+    s.set_epoch(0)
     s.resume(0, 3)
     assert list(s) == e0[3:]
     assert list(s) == e0  # the offset applies once
+    s.resume(0, len(e0))  # saved at the epoch's last step: the next epoch, from its start
+    assert list(s) == e1
 
 
 def test_empty_micro_batch_has_no_targets(tok):

@@ -102,6 +102,9 @@ def test_bad_split_and_unfinished_run(finished, tmp_path):
         _evaluate(tmp_path, f"run={tmp_path / 'unfinished'}")
     bogus = tmp_path / "bogus.ckpt"
     torch.save({"state_dict": {"x": torch.zeros(1)}}, bogus)
+    with pytest.raises(ConfigError, match="not a Lightning checkpoint"):
+        _evaluate(tmp_path, f"ckpt={bogus}")
+    torch.save({"global_step": 1, "state_dict": {"x": torch.zeros(1)}}, bogus)
     with pytest.raises(ConfigError, match="not a dftlab checkpoint"):
         _evaluate(tmp_path, f"ckpt={bogus}")
 

@@ -75,6 +75,26 @@ def test_end_tokens_and_stop_strings(tok):
     assert stop_token_ids(None, tok) == [eos]
 
 
+def test_a_stop_string_ends_generation_as_the_cut_would(lm, tok):
+    """Generation stops at a stop string (not at max_new_tokens), and the text is what generating
+    to the limit and cutting gives."""
+    full = generate(lm, tok, PROMPTS, max_new_tokens=24, batch_size=len(PROMPTS))
+    stops = sorted({c[0][k:k + 2] for c in full for k in (3, 5) if len(c[0]) > k + 1})[:3]  # pieces it does write
+    cut = [[decode(tok, tok(c[0], add_special_tokens=False)["input_ids"], [], stops)] for c in full]
+    assert cut != full  # some completions do contain a stop string
+    assert generate(lm, tok, PROMPTS, max_new_tokens=24, batch_size=len(PROMPTS), stop=stops) == cut
+    assert generate(lm, tok, PROMPTS, max_new_tokens=24, batch_size=2, stop=stops) == cut
+    # and it stopped: fewer forward passes for a prompt cut early than the 24 to the limit
+    i = min(range(len(PROMPTS)), key=lambda k: len(cut[k][0]) if cut[k] != full[k] else 99)
+    calls = []
+    hook = lm.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        generate(lm, tok, [PROMPTS[i]], max_new_tokens=24, stop=stops)
+    finally:
+        hook.remove()
+    assert len(calls) <= len(cut[i][0]) + max(map(len, stops)) + 1 < 24
+
+
 def test_each_module_mode_is_restored(tok):
     """A model in training with one part kept in eval mode (a frozen reference, say) comes back as
     it was, not all in train mode."""

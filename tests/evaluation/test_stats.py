@@ -5,7 +5,7 @@ import math
 import pytest
 
 from dftlab.evaluation.runner import summarise
-from dftlab.evaluation.stats import average_at_k, pass_at_k, wilson
+from dftlab.evaluation.stats import average_at_k, newcombe, pass_at_k, wilson
 
 # three problems, four samples each: half right, none right, all right
 CORRECT = [[True, False, False, True], [False] * 4, [True] * 4]
@@ -35,3 +35,16 @@ def test_summarise_pools_the_interval_over_all_samples():
     assert lo < 0.5 < hi and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 12), rel=0.15)
     greedy = summarise("test_id", [[True], [False]], [[True], [True]])
     assert greedy.pass_at_k is None and greedy.accuracy == 0.5
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((56, 70), (48, 80), (0.0524, 0.3339)),
+        ((9, 10), (3, 10), (0.1705, 0.8090)),
+        ((5, 56), (0, 29), (-0.0381, 0.1926)),
+    ],
+)
+def test_newcombe_interval_of_a_difference_matches_the_published_values(a, b, expected):
+    """Newcombe (1998), Statistics in Medicine 17:873, Table II, method 10."""
+    assert newcombe(*a, *b) == pytest.approx(expected, abs=1e-4)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +30,9 @@ from torch import Tensor
 from dftlab import stopping
 from dftlab.callbacks.distributed import gather_uneven
 from dftlab.callbacks.preemption import stop_from_callback
+from dftlab.data.collate import collate
+from dftlab.data.datamodule import EncodedDataset
+from dftlab.data.encode import encode
 from dftlab.errors import ConfigError
 from dftlab.formats.token_probs import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges, point_name
 from dftlab.losses import IGNORE_INDEX
@@ -64,7 +68,12 @@ class TokenHistograms(L.Callback):
     `every_n_steps`: also every that many optimizer steps (null: only before and after training).
     `batch_size`: examples per forward pass. `fine_bins` log-spaced bins over [fine_min, 1] besides
     the paper's. `lowest_k`: rows of the end-of-training table of the least probable target tokens.
+    `rows`: `train`, the run's own training rows; `demonstrations`, the training rows of the task
+    the data was sampled from (`data.task.base` for rejection samples and preference pairs, the task
+    itself otherwise), so that runs on different data are measured on the same tokens.
     """
+
+    ROWS = ("train", "demonstrations")
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class TokenHistograms(L.Callback):
         fine_min: float = 1e-8,
         lowest_k: int = 50,
         seed: int = 0,
+        rows: str = "train",
     ):
         checks = {
             "n_examples": (n_examples, n_examples >= 1, ">= 1"),
@@ -83,13 +93,15 @@ class TokenHistograms(L.Callback):
             "fine_bins": (fine_bins, 2 <= fine_bins <= WANDB_MAX_BINS, f"2 to {WANDB_MAX_BINS} (W&B's limit)"),
             "fine_min": (fine_min, 0 < fine_min < 1, "0 < fine_min < 1"),
             "lowest_k": (lowest_k, lowest_k >= 1, ">= 1"),
+            "rows": (rows, rows in self.ROWS, " | ".join(self.ROWS)),
         }
         for key, (value, ok, allowed) in checks.items():
             if not ok:
                 raise ConfigError(f"callbacks.token_histograms.{key}={value!r} is not allowed: {allowed}")
         self.n_examples, self.every_n_steps, self.batch_size = n_examples, every_n_steps, batch_size
         self.fine_edges = fine_edges(fine_bins, fine_min)
-        self.lowest_k, self.seed = lowest_k, seed
+        self.lowest_k, self.seed, self.rows = lowest_k, seed, rows
+        self._dataset, self._collate = None, None
         self._n_subset = 0
         self._shard: list[int] = []
         self._first: _Point | None = None
@@ -99,8 +111,19 @@ class TokenHistograms(L.Callback):
 
     # --- when ------------------------------------------------------------------------------
 
+    def _examples(self, datamodule):
+        """(dataset, collate) of the rows measured."""
+        if self.rows == "train":
+            return datamodule.datasets["train"], datamodule.collate_fn
+        task = getattr(datamodule.task, "base", datamodule.task)
+        tok = datamodule.tokenizer
+        encoded = [encode(tok, r["prompt"], r["response"], datamodule.max_length, task.chat_template)
+                   for r in task.train()]
+        return EncodedDataset([e for e in encoded if e is not None]), partial(collate, pad_id=tok.pad_token_id)
+
     def _prepare(self, trainer: L.Trainer) -> None:
-        subset = subset_indices(len(trainer.datamodule.datasets["train"]), self.n_examples, self.seed)
+        self._dataset, self._collate = self._examples(trainer.datamodule)
+        subset = subset_indices(len(self._dataset), self.n_examples, self.seed)
         if trainer.fast_dev_run:
             subset = subset[: self.batch_size]  # a smoke run measures one batch's worth
         self._n_subset = len(subset)
@@ -158,8 +181,7 @@ class TokenHistograms(L.Callback):
 
     def _local_values(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor, Tensor]:
         """(p, entropy, token id) of every target token of this rank's share, in eval mode."""
-        datamodule = trainer.datamodule
-        dataset = datamodule.datasets["train"]
+        dataset = self._dataset
         device = pl_module.device
         probs = [torch.empty(0, dtype=torch.float64, device=device)]
         entropies = [torch.empty(0, dtype=torch.float64, device=device)]
@@ -170,7 +192,7 @@ class TokenHistograms(L.Callback):
                     if trainer.world_size == 1:  # several ranks reduce the counts together: none stops alone
                         stopping.check()
                     items = [dataset[(i, 0)] for i in self._shard[s : s + self.batch_size]]
-                    batch = move_data_to_device(datamodule.collate_fn(items), device)
+                    batch = move_data_to_device(self._collate(items), device)
                     stats, entropy = pl_module.policy.token_stats(batch, entropy=True)
                     probs.append(stats.logp.double().exp())
                     entropies.append(entropy.double())

@@ -8,6 +8,8 @@ and nothing is computed for padding. Targets never cross from one example to the
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dftlab.data.encode import Encoded
@@ -59,12 +61,18 @@ def collate(
     labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
     seq_ids = torch.zeros((n, width), dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
+    # reference log-probabilities given with the data, at their targets' positions (NaN: a row without)
+    ref_logp = torch.zeros((n, width)) if any(e.ref_logp is not None for _, e in examples) else None
     for b, group in enumerate(groups):
         start = 0
         for k in group:
-            ids, targets = _targets(examples[k][1])
+            e = examples[k][1]
+            ids, targets = _targets(e)
             end = start + len(ids)
             input_ids[b, start:end], labels[b, start:end] = ids, targets
+            if ref_logp is not None:
+                first = start + max(e.prompt_len, 1) - 1
+                ref_logp[b, first : end - 1] = torch.tensor(e.ref_logp) if e.ref_logp is not None else math.nan
             attention_mask[b, start:end] = 1
             seq_ids[b, start:end] = k
             positions[b, start:end] = torch.arange(len(ids))
@@ -84,4 +92,6 @@ def collate(
     }
     if pack_length:
         batch["position_ids"] = positions
+    if ref_logp is not None:
+        batch["ref_logp"] = ref_logp
     return batch

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from dftlab.data.collate import collate
 from dftlab.data.encode import Encoded, encode
+from dftlab.data.fingerprint import rows_digest, tokenizer_digest
 from dftlab.data.sampler import EMPTY, StepBatchSampler
 from dftlab.errors import ConfigError
 from dftlab.settings import BatchPlan
@@ -45,6 +46,7 @@ class StepDataLoader(DataLoader):
     def __init__(self, *args, progress: Callable[[], tuple[int, int]], **kwargs):
         super().__init__(*args, **kwargs)
         self.progress = progress
+        self.restored = False  # whether a checkpoint's position was loaded (checked when training starts)
 
     def __iter__(self):
         # Lightning sets the epoch on `sampler` and `batch_sampler.sampler` only, not on a batch sampler
@@ -57,6 +59,7 @@ class StepDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.resume(state["epoch"], state["micro_batches_done"])
+        self.restored = True
 
 
 class DataModule(L.LightningDataModule):
@@ -100,6 +103,7 @@ class DataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.datasets: dict[str, EncodedDataset] = {}
         self.skipped: dict[str, dict[str, int]] = {}
+        self.source: str | None = None  # the task's fingerprint when its rows were read
 
     def plan(self, world_size: int) -> BatchPlan:
         """How a step's global batch splits over `world_size` ranks and into micro-batches; an
@@ -108,8 +112,16 @@ class DataModule(L.LightningDataModule):
 
     def _encode(self, split: str, rows: list[dict[str, str]]) -> tuple[list[Encoded], dict[str, int]]:
         kept, counts = [], Counter()
+        with_ref = ["ref_logp" in row for row in rows]
+        if any(with_ref) and not all(with_ref):
+            where = rows[with_ref.index(False)].get("where", f"{split} row {with_ref.index(False)}")
+            raise ConfigError(f"{where}: no ref_logp field, while other rows have one: give it to every row or none")
         for row in rows:
-            e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template)
+            try:
+                e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template,
+                           ref_logp=row.get("ref_logp"))
+            except ValueError as err:
+                raise ConfigError(f"{row.get('where', split)}: {err}") from None
             if e is None:
                 counts["truncated_away"] += 1
             elif e.truncated:
@@ -125,13 +137,10 @@ class DataModule(L.LightningDataModule):
             )
         return kept, dict(counts)
 
-    def _cache_path(self) -> Path | None:
-        fingerprint = self.task.fingerprint()
+    def _cache_path(self, fingerprint: str | None) -> Path | None:
         if self.cache_dir is None or fingerprint is None:
             return None
-        tok = self.tokenizer
-        spec = [fingerprint, tok.name_or_path, len(tok), tok.pad_token_id, tok.eos_token_id,
-                getattr(tok, "chat_template", None), self.max_length, self.truncation]
+        spec = [fingerprint, tokenizer_digest(self.tokenizer), self.max_length, self.truncation]
         return Path(self.cache_dir) / "tokenized" / f"{hashlib.sha1(repr(spec).encode()).hexdigest()[:16]}.pt"
 
     def setup(self, stage: str | None = None) -> None:
@@ -139,7 +148,8 @@ class DataModule(L.LightningDataModule):
             raise RuntimeError("DataModule.tokenizer must be set before setup()")
         if "train" in self.datasets:
             return
-        cache = self._cache_path()
+        self.source = self.task.fingerprint()  # what was read, even if the source changes later
+        cache = self._cache_path(self.source)
         if cache is not None and cache.exists():
             state = torch.load(cache, weights_only=True)
             encoded = {split: [Encoded(*row) for row in rows] for split, rows in state["rows"].items()}
@@ -176,9 +186,18 @@ class DataModule(L.LightningDataModule):
             if c:
                 log.warning("%s split: %s (max_length=%d, truncation=%s)", split, c, self.max_length, self.truncation)
 
+    def identity(self) -> dict[str, str | None]:
+        """What the run trains on, for a resume to compare: the tokenised rows, and, to name what
+        changed, the task's source (its `fingerprint`) and the tokenizer."""
+        self.setup()
+        rows = {split: d.rows for split, d in self.datasets.items()}
+        return {"rows": rows_digest(rows), "source": self.source,
+                "tokenizer": tokenizer_digest(self.tokenizer)}
+
     def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = {split: [(e.input_ids, e.prompt_len, e.truncated) for e in es] for split, es in encoded.items()}
+        rows = {split: [(e.input_ids, e.prompt_len, e.truncated, e.ref_logp) for e in es]
+                for split, es in encoded.items()}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"rows": rows, "skipped": self.skipped}, tmp)
         os.replace(tmp, path)  # other ranks may be writing the same file
@@ -216,6 +235,10 @@ class DataModule(L.LightningDataModule):
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
         )
+
+    def micro_batches_per_epoch(self) -> int:
+        """This rank's micro-batches in one epoch (known without setting up the loader)."""
+        return len(self._sampler("train", self.batch_size, shuffle=True))
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.datasets["train"]) / self.batch_size)

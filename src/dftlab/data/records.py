@@ -75,6 +75,7 @@ def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> N
     for extra in ("id", "ref_logp"):
         if extra in row:
             out[extra] = row[extra]
+    out["where"] = where  # for errors found later (a ref_logp of the wrong length)
     records.rows.append(out)
 
 

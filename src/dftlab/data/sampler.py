@@ -54,8 +54,9 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         self.epoch = epoch
 
     def resume(self, epoch: int, done: int) -> None:
-        """Skip the first `done` micro-batches of `epoch` (once), as a resumed run must."""
-        self._resume = (epoch, done)
+        """Start the next iteration at micro-batch `done` of `epoch` (once), as a resumed run must; an epoch
+        saved whole (a checkpoint at its last step) resumes at the start of the next one."""
+        self._resume = (epoch + 1, 0) if done >= len(self) else (epoch, done)
 
     def steps(self, epoch: int) -> list[list[int]]:
         """The row indices of every optimizer step of `epoch`, all ranks together."""
@@ -85,9 +86,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         return full * self.accumulation + math.ceil(per_rank_last / self.micro_batch)
 
     def __iter__(self):
-        batches = self.micro_batches(self.epoch)
         start = 0
-        if self._resume is not None and self._resume[0] == self.epoch:
-            start = self._resume[1]
-            self._resume = None
-        yield from batches[start:]
+        if self._resume is not None:  # the epoch is the checkpoint's: the trainer's may not be restored yet
+            (self.epoch, start), self._resume = self._resume, None
+        yield from self.micro_batches(self.epoch)[start:]

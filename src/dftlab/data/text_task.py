@@ -14,6 +14,7 @@ import logging
 import random
 from pathlib import Path
 
+from dftlab.data.fingerprint import content_digest
 from dftlab.data.records import Records, read_dataset, read_json, read_jsonl
 from dftlab.errors import ConfigError
 from dftlab.tasks import TrainTask
@@ -118,9 +119,9 @@ class TextTask(TrainTask):
         return dict(self.records.skipped)
 
     def fingerprint(self) -> str:
-        """What the tokenised cache depends on: the source (and its file's size and time), the columns."""
+        """What the tokenised cache depends on: the source (a local file's or folder's content), the columns."""
         local = self._local()
-        stamp = f"{local.stat().st_size}:{local.stat().st_mtime_ns}" if local and local.is_file() else self.revision
+        stamp = content_digest(local) if local else self.revision
         spec = [self.path, stamp, self.split, self.subset, self.columns, self.max_rows, self.val_size, self.seed,
                 self.chat_template, self.max_bad_fraction]
         return hashlib.sha1(repr(spec).encode()).hexdigest()[:16]

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass
+class Completion:
+    """One generated completion: its text (as `decode` gives it), the token ids it was sampled as
+    (through its end token, or through the token that completes a stop string), and whether it
+    ended (an end token or a stop string) rather than running into `max_new_tokens`."""
+
+    text: str
+    ids: list[int]
+    finished: bool
+
 
 def stop_token_ids(generation_config, tokenizer) -> list[int]:
     """The tokenizer's EOS and the model's own end tokens (from its generation config: a chat model
@@ -21,3 +34,17 @@ def decode(tokenizer, ids: list[int], eos: list[int], stop: list[str] | None) ->
         if s in text:
             text = text[: text.index(s)]
     return text
+
+
+def completion(tokenizer, ids: list[int], eos: list[int], stop: list[str] | None, finished: bool | None = None
+               ) -> Completion:
+    """`decode`'s text with the ids that produced it; `finished` is inferred when not given (an end
+    token or a stop string in the ids)."""
+    text = decode(tokenizer, ids, eos, stop)
+    end = next((i + 1 for i, t in enumerate(ids) if t in eos), None)
+    stopped = [s for s in stop or [] if s in tokenizer.decode(ids[: end or len(ids)], skip_special_tokens=True)]
+    if stopped:  # the shortest prefix whose text holds a stop string
+        end = next(k for k in range(1, len(ids) + 1)
+                   if any(s in tokenizer.decode(ids[:k], skip_special_tokens=True) for s in stopped))
+    kept = ids if end is None else ids[:end]
+    return Completion(text, kept, (end is not None) if finished is None else finished)

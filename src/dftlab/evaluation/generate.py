@@ -19,7 +19,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from dftlab import stopping
 from dftlab.data.encode import prompt_ids
 from dftlab.evaluation import vllm_backend
-from dftlab.evaluation.decoding import decode, stop_token_ids
+from dftlab.evaluation.decoding import Completion, completion, stop_token_ids
 from dftlab.evaluation.journal import Journal
 from dftlab.models import eval_mode
 
@@ -34,8 +34,28 @@ class _OnStopSignal(StoppingCriteria):
                           device=input_ids.device)
 
 
+class StopAtStrings(StoppingCriteria):
+    """Ends a row once its last generated tokens show a stop string, so that generation does not run
+    on to `max_new_tokens` (`decode` then cuts the text there). Works with any tokenizer: it decodes
+    the last few tokens (each is at least one character), not a table of the vocabulary."""
+
+    def __init__(self, tokenizer, stop: list[str], start: int):
+        self.tokenizer, self.stop, self.start = tokenizer, stop, start
+        self.window = max(map(len, stop)) + 2
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        tails = self.tokenizer.batch_decode(input_ids[:, max(self.start, input_ids.shape[1] - self.window) :],
+                                            skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in tails], device=input_ids.device)
+
+
+def generate(lm, tokenizer, prompts: list[str], **kwargs) -> list[list[str]]:
+    """`n` completions per prompt, as text (see `generate_completions`)."""
+    return [[c.text for c in outs] for outs in generate_completions(lm, tokenizer, prompts, **kwargs)]
+
+
 @torch.no_grad()
-def generate(
+def generate_completions(
     lm,
     tokenizer,
     prompts: list[str],
@@ -51,8 +71,8 @@ def generate(
     synced_gpus: bool = False,
     journal: Journal | None = None,
     interruptible: bool = True,
-) -> list[list[str]]:
-    """`n` completions per prompt (decoded, cut at EOS or at the first stop string).
+) -> list[list[Completion]]:
+    """`n` completions per prompt: decoded (cut at EOS or at the first stop string), with their ids.
 
     Prompts are encoded exactly as in training. Batches are formed from prompts of similar length
     to keep padding small; the RNG is forked, so generating does not perturb the caller's RNG.
@@ -65,7 +85,7 @@ def generate(
     check = stopping.check if interruptible else lambda: None
     check()
     if isinstance(lm, vllm_backend.VLLMModel):
-        out = vllm_backend.generate(
+        out = vllm_backend.generate_completions(
             lm, tokenizer, prompts, chat_template=chat_template, max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
         )
@@ -91,19 +111,24 @@ def generate(
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
-    out: list[list[str]] = [[] for _ in prompts]
+    out: list[list[Completion]] = [[] for _ in prompts]
     per_batch = max(1, batch_size // n)
     done = journal.batches(prompts, [config.to_dict(), chat_template, per_batch, seed, stop]) if journal else {}
     if done:
         log.info("resuming a stopped generation: %d of %d batches already finished", len(done),
                  -(-len(order) // per_batch))
-    stoppers = StoppingCriteriaList([_OnStopSignal()]) if interruptible else None
+
+    def stoppers(width: int) -> StoppingCriteriaList | None:
+        criteria = [_OnStopSignal()] if interruptible else []
+        criteria += [StopAtStrings(tokenizer, stop, width)] if stop else []
+        return StoppingCriteriaList(criteria) if criteria else None
+
     with eval_mode(lm), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for b, start in enumerate(range(0, len(order), per_batch)):
             idx = order[start : start + per_batch]
             if b in done:
-                for r, texts in zip(idx, done[b]):
-                    out[r] = list(texts)
+                for r, kept in zip(idx, done[b]):
+                    out[r] = list(kept)
                 continue
             check()
             width = max(len(encoded[i]) for i in idx)
@@ -115,12 +140,12 @@ def generate(
             torch.manual_seed(seed * 1_000_003 + b)
             gen = lm.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                synced_gpus=synced_gpus, stopping_criteria=stoppers,
+                synced_gpus=synced_gpus, stopping_criteria=stoppers(width),
             )
             check()  # a batch cut short by the signal is not kept
             new = gen[:, width:].cpu()
             for r, row in enumerate(new):
-                out[idx[r // n]].append(decode(tokenizer, row.tolist(), eos, stop))
+                out[idx[r // n]].append(completion(tokenizer, row.tolist(), eos, stop))
             if journal:
                 journal.add(b, [out[i] for i in idx])
     return out

@@ -11,6 +11,7 @@ This task only evaluates: the benchmark sets are test data and must never be tra
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -51,6 +52,58 @@ SETS: dict[str, BenchmarkSet] = {
 }
 DFT_SETS = ("math_oai", "minerva_math", "olympiadbench", "aime24", "amc23")  # Table 1 of the paper
 _ID_FIELDS = ("unique_id", "id", "idx")
+
+
+def benchmark_file(name: str, relative: str, data_dir: str | None, what: str) -> Path:
+    """`<data_dir>/<relative>` (data_dir: by default `$DFTLAB_BENCHMARKS_DIR`); a missing folder or
+    file is a ConfigError that says which setting to change."""
+    setting = "data.task.data_dir" if data_dir else f"the environment variable {ENV_DIR}"
+    folder = data_dir or os.environ.get(ENV_DIR)
+    if not folder:
+        raise ConfigError(
+            f"the {what} {name!r} is read from <folder>/{relative}: set data.task.data_dir "
+            f"or {ENV_DIR} to that folder, or name a hub dataset in data.task.hub.{name}"
+        )
+    path = Path(folder).expanduser() / relative
+    if not path.is_file():
+        raise ConfigError(f"{setting}={folder}: {path} does not exist")
+    return path
+
+
+def hub_rows(name: str, spec: str | Mapping) -> list[tuple[str, dict]]:
+    """(where, row) pairs of a hub dataset: its name, or the keyword arguments of
+    `datasets.load_dataset`; the split defaults to `test`."""
+    from datasets import load_dataset
+
+    args = {"path": spec, "split": "test"} if isinstance(spec, str) else {"split": "test", **spec}
+    if not args.get("path"):
+        raise ConfigError(f"data.task.hub.{name}={spec!r}: give a dataset name, or a mapping with `path`")
+    where = f"data.task.hub.{name} ({args['path']}) row"
+    return [(f"{where} {i}", dict(r)) for i, r in enumerate(load_dataset(**args))]
+
+
+def jsonl_rows(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) pairs of a JSON-lines file (gzip-compressed when its name ends in .gz), `where`
+    naming the file and line."""
+    rows = []
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"{path}:{line_no}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+    return rows
+
+
+def score_answers(golds: list[str | None], completions: list[str], timeout: float, lenient: bool = False
+                  ) -> list[dict[str, bool]]:
+    """`correct` (the completion's final answer equals the gold one) and `well_formed` (it is in a
+    `\\boxed{}`) of each completion, the slow checks in parallel."""
+    pairs = [(extract_answer(c), g) for g, c in zip(golds, completions, strict=True)]
+    correct = grade_many(pairs, timeout, lenient=lenient)
+    return [{"correct": ok, "well_formed": extract_boxed(c) is not None} for ok, c in zip(correct, completions)]
 
 
 class MathTask(EvalTask):
@@ -102,39 +155,11 @@ class MathTask(EvalTask):
 
     @staticmethod
     def _local_file(name: str, data_dir: str | None) -> Path:
-        setting = "data.task.data_dir" if data_dir else f"the environment variable {ENV_DIR}"
-        folder = data_dir or os.environ.get(ENV_DIR)
-        if not folder:
-            raise ConfigError(
-                f"the math benchmark set {name!r} is read from <folder>/{name}/test.jsonl: set data.task.data_dir "
-                f"or {ENV_DIR} to that folder, or name a hub dataset in data.task.hub.{name}"
-            )
-        path = Path(folder).expanduser() / name / "test.jsonl"
-        if not path.is_file():
-            raise ConfigError(f"{setting}={folder}: {path} does not exist")
-        return path
+        return benchmark_file(name, f"{name}/test.jsonl", data_dir, "math benchmark set")
 
     def _read(self, name: str) -> list[tuple[str, dict]]:
         """(where, row) pairs, `where` naming the file and line (or hub dataset and index)."""
-        if name in self.hub:
-            from datasets import load_dataset
-
-            spec = self.hub[name]
-            args = {"path": spec, "split": "test"} if isinstance(spec, str) else {"split": "test", **spec}
-            if not args.get("path"):
-                raise ConfigError(f"data.task.hub.{name}={spec!r}: give a dataset name, or a mapping with `path`")
-            where = f"data.task.hub.{name} ({args['path']}) row"
-            return [(f"{where} {i}", dict(r)) for i, r in enumerate(load_dataset(**args))]
-        path, rows = self.files[name], []
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"{path}:{line_no}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise ConfigError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-        return rows
+        return hub_rows(name, self.hub[name]) if name in self.hub else jsonl_rows(self.files[name])
 
     def _rows(self, name: str) -> list[dict[str, str]]:
         spec, out, raw = SETS[name], [], self._read(name)
@@ -162,12 +187,7 @@ class MathTask(EvalTask):
 
     def score_many(self, rows: list[dict], completions: list[str]) -> list[dict[str, bool]]:
         """`score` for many completions at once, the slow checks in parallel."""
-        correct = grade_many(
-            [(extract_answer(c), r["answer"]) for r, c in zip(rows, completions, strict=True)],
-            self.timeout,
-            lenient=self.lenient,
-        )
-        return [{"correct": ok, "well_formed": extract_boxed(c) is not None} for ok, c in zip(correct, completions)]
+        return score_answers([r["answer"] for r in rows], completions, self.timeout, self.lenient)
 
     def max_new_tokens(self) -> int:
         return self.new_tokens

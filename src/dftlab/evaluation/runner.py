@@ -45,12 +45,15 @@ def generate_and_score(
 ) -> dict[str, list[dict]]:
     """Per split, one record per problem: its id and gold answer (when the task has them), prompt,
     completions and their scores. Every split goes into one `generate` call, so that one batch can
-    hold problems of several splits. `journal`, `interruptible`: see `generate`."""
+    hold problems of several splits; a prompt that several splits share is completed once (HumanEval
+    and HumanEval+ grade the same completions). A task's `stop` strings (optional) end completions.
+    `journal`, `interruptible`: see `generate`."""
     rows = [row for split_rows in problems.values() for row in split_rows]
-    completions = generate(
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    unique = generate(
         lm,
         tokenizer,
-        [r["prompt"] for r in rows],
+        prompts,
         chat_template=task.chat_template,
         max_new_tokens=task.max_new_tokens(),
         temperature=temperature,
@@ -58,10 +61,13 @@ def generate_and_score(
         n=n_samples,
         batch_size=batch_size,
         seed=seed,
+        stop=list(task.stop) or None,
         synced_gpus=synced_gpus,
         journal=journal,
         interruptible=interruptible,
     )
+    by_prompt = dict(zip(prompts, unique))
+    completions = [by_prompt[r["prompt"]] for r in rows]
     flat_rows = [row for row, outs in zip(rows, completions) for _ in outs]
     flat = [c for outs in completions for c in outs]
     scores = task.score_many(flat_rows, flat)

@@ -35,3 +35,12 @@ def pass_at_k(correct: list[list[bool]], k: int | None = None) -> float:
             raise ValueError(f"pass@{kk} needs at least {kk} samples per problem, got {n}")
         total += 1.0 if n - right < kk else 1.0 - math.comb(n - right, kk) / math.comb(n, kk)
     return total / len(correct) if correct else 0.0
+
+
+def newcombe(hits_a: float, n_a: int, hits_b: float, n_b: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for the difference of two proportions a - b from their Wilson intervals (Newcombe's
+    hybrid score method, 1998): as good as Wilson's where a plain normal interval is not (near 0 or 1)."""
+    pa, pb = hits_a / n_a, hits_b / n_b
+    (la, ua), (lb, ub) = wilson(hits_a, n_a, confidence), wilson(hits_b, n_b, confidence)
+    d = pa - pb
+    return d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2), d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)

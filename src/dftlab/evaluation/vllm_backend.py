@@ -22,7 +22,7 @@ from transformers import GenerationConfig
 
 from dftlab.data.encode import prompt_ids
 from dftlab.errors import ConfigError
-from dftlab.evaluation.decoding import decode, stop_token_ids
+from dftlab.evaluation.decoding import Completion, completion, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,12 @@ def release(model: VLLMModel) -> None:
         torch.cuda.empty_cache()
 
 
-def generate(
+def generate(model: VLLMModel, tokenizer, prompts: list[str], **kwargs) -> list[list[str]]:
+    """`n` completions per prompt, as text (see `generate_completions`)."""
+    return [[c.text for c in outs] for outs in generate_completions(model, tokenizer, prompts, **kwargs)]
+
+
+def generate_completions(
     model: VLLMModel,
     tokenizer,
     prompts: list[str],
@@ -99,9 +104,9 @@ def generate(
     n: int,
     seed: int,
     stop: list[str] | None,
-) -> list[list[str]]:
-    """`n` completions per prompt, as `dftlab.evaluation.generate.generate` makes them: the same
-    prompt ids, end tokens and decoding; vLLM's top-k and penalties are off by default."""
+) -> list[list[Completion]]:
+    """`n` completions per prompt, as `dftlab.evaluation.generate.generate_completions` makes them:
+    the same prompt ids, end tokens and decoding; vLLM's top-k and penalties are off by default."""
     from vllm import SamplingParams
 
     sample = temperature > 0
@@ -118,4 +123,5 @@ def generate(
     requests = [{"prompt_token_ids": prompt_ids(tokenizer, p, chat_template)} for p in prompts]
     results = model.engine.generate(requests, params, use_tqdm=False)
     # decoded from the token ids (vLLM's own text drops nothing we keep, but one decoder is surer)
-    return [[decode(tokenizer, list(c.token_ids), eos, stop) for c in r.outputs] for r in results]
+    return [[completion(tokenizer, list(c.token_ids), eos, stop, finished=c.finish_reason != "length")
+             for c in r.outputs] for r in results]
