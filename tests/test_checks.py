@@ -34,6 +34,7 @@ def _cases(tmp_path):
         (["data=jsonl", f"data.task.path={tmp_path}/nope.jsonl"], "data.task.path='"),
         (["data=jsonl", f"data.task.path={data}"], "the character tokenizer of the embedded base has none"),
         (["data=jsonl", f"data.task.path={data}", "data.task.val_size=0"], "data.task.val_size=0 is not allowed"),
+        (["data=jsonl", f"data.task.path={data}", "data.task.val_size=-1"], "data.task.val_size=-1 is not allowed"),
         (["data=jsonl", "data.task.path=someone/some-dataset", "data.task.chat_template=false"],
          "data.task.path='someone/some-dataset': this dataset is not in the local Hugging Face cache"),
         (["data.batch_size=abc"], "data.batch_size='abc' is not allowed: a whole number"),
@@ -81,6 +82,26 @@ def test_each_mistake_fails_in_seconds_with_one_line_and_status_2(tmp_path):
             failures.append((args, proc.returncode, round(cpu, 1), round(wall, 1), lines[:3]))
     assert not failures, failures
     assert not (tmp_path / "x").exists() and not (ROOT / "logs" / "x").exists()  # run_id=../x wrote nothing
+
+
+@pytest.mark.parametrize("args, what", [
+    (["model=hf", "model.name_or_path=someone/some-model"], "model.name_or_path='someone/some-model': this model"),
+    (["data=jsonl", "data.task.path=someone/some-dataset", "data.task.chat_template=false"],
+     "data.task.path='someone/some-dataset': this dataset"),
+])
+def test_a_hub_name_without_a_network_fails_in_seconds(tmp_path, args, what):
+    """Without HF_HUB_OFFLINE, on a machine where the hub cannot be reached (here: an endpoint whose
+    port refuses connections), one line naming the host, not a retry loop and a traceback."""
+    env = {**os.environ, "DFTLAB_CACHE": str(tmp_path / "cache"), "HF_ENDPOINT": "http://127.0.0.1:9",
+           "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, lines
+    assert what in lines[0] and "the hub is unreachable (127.0.0.1 cannot be reached)" in lines[0], lines[0]
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_traceback_with_hydra_full_error(tmp_path):

@@ -119,7 +119,7 @@ def test_two_processes_one_build(built_twice_at_once):
     root, codes, outs = built_twice_at_once
     assert codes == [0, 0], [o[-2000:] for o in outs]
     assert sum("building the embedded base" in o for o in outs) == 1
-    assert sum("is being built by pid" in o for o in outs) == 1
+    assert sum("is being built; waiting for it" in o for o in outs) == 1
     (base,) = (root / "cache").glob("base-*")
     assert {p.name for p in (root / "cache").iterdir()} - {"tokenized"} == {base.name, f".{base.name}.lock"}
     assert (base / "config.json").exists() and (base / "build" / "summary.json").exists()

@@ -7,27 +7,25 @@ steps, seed): change any of them and a new base is built.
 
 The build is an ordinary run in `<cache>/.base-<key>.build/`, a directory named by the key: stopped
 by a signal (it saves its checkpoint) or killed, it is resumed from its last checkpoint by the next
-command that needs the base, with the same steps and the same final weights. A lock file
-(`.base-<key>.lock`) lets one process build while another that needs the same base waits for it.
+command that needs the base, with the same steps and the same final weights. A lock
+(`<cache>/.base-<key>.lock`, `dftlab.locks`) lets one process build while another that needs the same
+base waits for it.
 Once built, the export becomes `base-<key>/` in one rename and the build's run directory moves
 inside it (`base-<key>/build/`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dftlab import locks
 from dftlab.config import compose_config
 from dftlab.models import EMBEDDED_BASE
 from dftlab.run import run
@@ -74,7 +72,7 @@ def ensure_base(cfg: DictConfig) -> Path:
         run(base_cfg)
         return build / "export"
     cache.mkdir(parents=True, exist_ok=True)
-    with _lock(cache / f".base-{key}.lock", path):
+    with locks.exclusive(cache, f"the embedded base {path} is being built", name=f".base-{key}.lock", wait=True):
         if (path / "config.json").exists():  # built by the process this one waited for
             return path
         remove_abandoned(cache)
@@ -95,47 +93,12 @@ def ensure_base(cfg: DictConfig) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _lock(lock_file: Path, path: Path) -> Iterator[None]:
-    """Held while one process builds `path`; another process that needs it waits here. The
-    operating system releases it when its holder ends, however it ends (kill -9 included)."""
-    import fcntl
-
-    with open(lock_file, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            log.warning("the embedded base %s is being built by %s: waiting for it", path, holder)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        f.truncate(0)
-        f.write(f"pid {os.getpid()}")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_abandoned(cache: Path) -> None:
     """Builds of earlier versions, named by the process that ran them (`.base-<key>.building-<pid>`),
     whose process has ended: they cannot be resumed."""
     for old in cache.glob(".base-*.building-*"):
         match = re.fullmatch(r"\.base-\w+\.building-(\d+)", old.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not locks.pid_alive(int(match.group(1))):
             log.info("removing %s, left by an interrupted build", old)
             shutil.rmtree(old, ignore_errors=True)
 
