@@ -15,12 +15,23 @@ from dftlab.losses import IGNORE_INDEX
 
 
 def _targets(e: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, shifted targets) of one example; targets built from lengths, not token ids."""
+    """(input ids, shifted targets) of one example; targets built from spans, not token ids."""
     ids = torch.tensor(e.input_ids, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
-    first = max(e.prompt_len, 1) - 1  # the position that predicts the first target token
-    labels[first:-1] = ids[first + 1 :]
+    for a, b in e.target_spans():  # position t predicts token t + 1
+        labels[a - 1 : b - 1] = ids[a:b]
     return ids, labels
+
+
+def _fields(e: Encoded, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-target-token values (`Encoded.fields`) at the positions of their targets, 0 elsewhere."""
+    out = {}
+    where = labels != IGNORE_INDEX
+    for name, values in e.fields.items():
+        row = torch.zeros(len(labels), dtype=torch.float32)
+        row[where] = torch.tensor(values[: int(where.sum())], dtype=torch.float32)
+        out[name] = row
+    return out
 
 
 def pack(lengths: list[int], pack_length: int) -> list[list[int]]:
@@ -59,12 +70,15 @@ def collate(
     labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
     seq_ids = torch.zeros((n, width), dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
+    fields: dict[str, torch.Tensor] = {}
     for b, group in enumerate(groups):
         start = 0
         for k in group:
             ids, targets = _targets(examples[k][1])
             end = start + len(ids)
             input_ids[b, start:end], labels[b, start:end] = ids, targets
+            for name, values in _fields(examples[k][1], targets).items():
+                fields.setdefault(name, torch.zeros((n, width), dtype=torch.float32))[b, start:end] = values
             attention_mask[b, start:end] = 1
             seq_ids[b, start:end] = k
             positions[b, start:end] = torch.arange(len(ids))
@@ -84,4 +98,5 @@ def collate(
     }
     if pack_length:
         batch["position_ids"] = positions
+    batch.update(fields)  # e.g. `ref_logp`, aligned with `labels`
     return batch

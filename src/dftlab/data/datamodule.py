@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
+from dftlab.data import tokenized
 from dftlab.data.collate import collate
-from dftlab.data.encode import Encoded, encode
+from dftlab.data.encode import Encoded, EncodeSettings
 from dftlab.data.sampler import EMPTY, StepBatchSampler
 from dftlab.errors import ConfigError
 from dftlab.settings import BatchPlan
@@ -27,8 +23,8 @@ log = logging.getLogger(__name__)
 class EncodedDataset:
     """Indexed by the sampler's (row, step tokens) keys."""
 
-    def __init__(self, rows: list[Encoded]):
-        self.rows = rows
+    def __init__(self, rows: Sequence[Encoded]):
+        self.rows = rows  # a list, or `tokenized.EncodedRows` (Arrow, read on access)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -79,6 +75,7 @@ class DataModule(L.LightningDataModule):
         packing: bool = False,
         pack_length: int | None = None,
         num_workers: int = 0,
+        num_proc: int | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
         tokenizer=None,
@@ -92,6 +89,7 @@ class DataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.micro_batch_size = micro_batch_size
         self.max_length, self.truncation, self.num_workers, self.seed = max_length, truncation, num_workers, seed
+        self.num_proc = num_proc  # tokenisation worker processes (datasets.map)
         self.cache_dir = cache_dir
         # padding-free rows of at most pack_length tokens (bounded: attention grows with its square)
         self.pack_length = (pack_length or max_length) if packing else None
@@ -106,63 +104,16 @@ class DataModule(L.LightningDataModule):
         impossible combination says which numbers to change."""
         return BatchPlan(self.batch_size, world_size, self.micro_batch_size)
 
-    def _encode(self, split: str, rows: list[dict[str, str]]) -> tuple[list[Encoded], dict[str, int]]:
-        kept, counts = [], Counter()
-        for row in rows:
-            e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template)
-            if e is None:
-                counts["truncated_away"] += 1
-            elif e.truncated:
-                counts["truncated_partly"] += 1  # reported in the run summary, whichever the policy
-                if self.truncation == "keep":
-                    kept.append(e)
-            else:
-                kept.append(e)
-        if counts:
-            log.warning("%s split: %s (max_length=%d, truncation=%s)", split, dict(counts), self.max_length,
-                        self.truncation)
-        if not kept:
-            raise ConfigError(
-                f"the {split} split is empty after tokenisation ({dict(counts)}): "
-                f"raise data.max_length={self.max_length}"
-            )
-        return kept, dict(counts)
-
-    def _cache_path(self) -> Path | None:
-        fingerprint = self.task.fingerprint()
-        if self.cache_dir is None or fingerprint is None:
-            return None
-        tok = self.tokenizer
-        spec = [fingerprint, tok.name_or_path, len(tok), tok.pad_token_id, tok.eos_token_id,
-                getattr(tok, "chat_template", None), self.max_length, self.truncation]
-        return Path(self.cache_dir) / "tokenized" / f"{hashlib.sha1(repr(spec).encode()).hexdigest()[:16]}.pt"
-
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
             raise RuntimeError("DataModule.tokenizer must be set before setup()")
         if "train" in self.datasets:
             return
-        cache = self._cache_path()
-        if cache is not None and cache.exists():
-            state = torch.load(cache, weights_only=True)
-            encoded = {split: [Encoded(*row) for row in rows] for split, rows in state["rows"].items()}
-            self.skipped = state["skipped"]
-        else:
-            encoded = {}
-            for split, rows in (("train", self.task.train()), ("val", self.task.val())):
-                encoded[split], self.skipped[split] = self._encode(split, rows)
-            if source := self.task.skipped():
-                self.skipped["source"] = source
-            if cache is not None:
-                self._save_cache(cache, encoded)
-        self.datasets = {split: EncodedDataset(rows) for split, rows in encoded.items()}
-
-    def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = {split: [(e.input_ids, e.prompt_len, e.truncated) for e in es] for split, es in encoded.items()}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"rows": rows, "skipped": self.skipped}, tmp)
-        os.replace(tmp, path)  # other ranks may be writing the same file
+        task = self.task
+        settings = EncodeSettings(self.max_length, task.chat_template, getattr(task, "train_on", "assistant"))
+        rows, self.skipped = tokenized.build(task, self.tokenizer, settings, self.truncation, self.num_proc,
+                                             self.cache_dir, model=self.tokenizer.name_or_path or "the model")
+        self.datasets = {split: EncodedDataset(r) for split, r in rows.items()}
 
     def collate_fn(self, items):
         return collate(items, pad_id=self.tokenizer.pad_token_id, pack_length=self.pack_length)
@@ -173,7 +124,8 @@ class DataModule(L.LightningDataModule):
 
     def _sampler(self, split: str, global_batch: int, shuffle: bool) -> StepBatchSampler:
         rank, world = self._world()
-        counts = [e.n_targets for e in self.datasets[split].rows]
+        rows = self.datasets[split].rows
+        counts = rows.n_targets() if hasattr(rows, "n_targets") else [e.n_targets for e in rows]
         return StepBatchSampler(counts, global_batch, self.plan(world).micro, rank, world, shuffle, self.seed)
 
     def _progress(self) -> tuple[int, int]:
