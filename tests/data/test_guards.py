@@ -35,7 +35,8 @@ def test_a_missing_data_path_fails_fast(run_dir, tmp_path):
 def test_the_embedded_base_refuses_a_chat_template_and_text_it_cannot_encode(run_dir, tmp_path):
     path = _text_file(tmp_path)
     _fails_fast(run_dir, ["data=jsonl", f"data.task.path={path}"],
-                r"data.task.chat_template=true, and the tokenizer of model.name_or_path=embedded-base has no chat template")
+                r"data.task.chat_template=true, and the tokenizer of model.name_or_path=embedded-base has no chat "
+                r"template")
     _fails_fast(run_dir, ["data=jsonl", f"data.task.path={path}", "data.task.chat_template=false"],
                 r"model.name_or_path=embedded-base .* encodes \d+\.\d% of the first 64 rows' tokens as <unk> "
                 r"\(more than data.task.max_unk_fraction=0.01\)")

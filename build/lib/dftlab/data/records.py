@@ -1,0 +1,89 @@
+"""Examples read from a source in any format (`formats.py`), with bad rows counted.
+
+A bad row is skipped and counted by reason, and the first file:line of each reason is kept for
+the report. Nothing is dropped silently: the counts go into the run's log and summary, and a
+source whose bad fraction exceeds the configured limit is refused before training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from dftlab.data import formats
+from dftlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REASONS = ("malformed_json", "undecodable", "missing_field", "not_text", "empty_prompt", "empty_response",
+           "empty_text", "bad_message", "unknown_role", "no_assistant_turn")
+EXTRA = ("id", "ref_logp")  # carried from a source row to its example as they are
+
+
+@dataclass
+class Records:
+    source: str
+    rows: list[dict] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    first_bad: dict[str, str] = field(default_factory=dict)  # reason -> "file:line"
+    n_good: int = 0  # usable rows seen (when streaming, `rows` does not keep them)
+    format: str | None = None  # the format the source was read as
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.first_bad.setdefault(reason, where)
+
+    def check(self, max_bad_fraction: float, key: str) -> None:
+        bad = sum(self.skipped.values())
+        total = self.n_good + bad
+        if bad:
+            log.warning("%s: skipped %d of %d rows: %s (first at %s)", self.source, bad, total,
+                        dict(self.skipped), self.first_bad)
+        if not self.n_good:
+            raise ConfigError(f"{self.source}: no usable rows (skipped: {dict(self.skipped) or 'none'})")
+        if total and bad / total > max_bad_fraction:
+            raise ConfigError(
+                f"{self.source}: {bad} of {total} rows are bad ({dict(self.skipped)}; first at {self.first_bad}), "
+                f"more than {key}={max_bad_fraction}: fix the data or raise {key}"
+            )
+
+
+def examples(records: Records, rows: Iterable[tuple[str, object]], format: str, columns: dict[str, str],
+             available: set[str] | None = None) -> Iterator[dict]:
+    """The examples of `rows` ((where, dict or reason) pairs); bad rows are counted in `records`.
+
+    The format is resolved from `available` (the source's columns) or, when the source does not
+    declare them (JSON lines), from the first row's keys.
+    """
+    resolved = None
+    for where, row in rows:
+        if isinstance(row, str):
+            records.skip(row, where)
+            continue
+        if resolved is None:
+            resolved = formats.resolve(format, columns, available or set(row), records.source)
+            records.format = resolved[0].name
+        try:
+            example = formats.normalise(resolved[0], row, resolved[1])
+        except formats.Bad as bad:
+            records.skip(bad.reason, where)
+            continue
+        for extra in EXTRA:
+            if extra in row:
+                example[extra] = row[extra]
+        example["where"] = where  # named by errors found later (tokenisation)
+        records.n_good += 1
+        yield example
+
+
+def read(source: str, rows: Iterable[tuple[str, object]], format: str = "auto", columns: dict[str, str] | None = None,
+         available: set[str] | None = None, max_rows: int | None = None) -> Records:
+    """Every example of a source, in memory (at most `max_rows`)."""
+    records = Records(source)
+    for example in examples(records, rows, format, dict(columns or {}), available):
+        records.rows.append(example)
+        if max_rows is not None and len(records.rows) >= max_rows:
+            break
+    return records

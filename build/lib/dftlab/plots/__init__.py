@@ -1,0 +1,1 @@
+"""Figures drawn from measurements (matplotlib only), for callbacks and reports alike."""

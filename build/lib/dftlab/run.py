@@ -1,0 +1,147 @@
+"""One training run from a composed config: fit, export, evaluate, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from dftlab.callbacks.preemption import Preempted
+from dftlab.config import instantiate, validate
+from dftlab.errors import ConfigError
+from dftlab.evaluation.report import evaluate_run
+from dftlab.loggers import build_logger
+from dftlab.models import EMBEDDED_BASE, load_tokenizer
+from dftlab.module import FineTuneModule
+from dftlab.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_logs() -> None:
+    """One copy of each message (Lightning's handlers would repeat Hydra's), no advertising,
+    no download progress bars."""
+    import transformers
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")
+
+
+@dataclass
+class Setup:
+    """Everything a run trains with, built from the config (shared by runs, tests and benchmarks)."""
+
+    module: FineTuneModule
+    datamodule: object
+    trainer: L.Trainer
+    tokenizer: object
+    base_path: str | None
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks=()) -> L.Trainer:
+    loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def setup(cfg: DictConfig, extra_callbacks=(), model_cfg: DictConfig | None = None) -> Setup:
+    """Validate and build the objects. `model_cfg`: `cfg.model` with `name_or_path` resolved to a
+    loadable model (the entry points resolve the embedded base: `dftlab.cli.train`)."""
+    quiet_logs()
+    validate(cfg)
+    loss = instantiate(cfg.loss)
+    if model_cfg is None:
+        model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    if model_cfg.name_or_path == EMBEDDED_BASE:
+        raise ConfigError(f"model.name_or_path={EMBEDDED_BASE}: resolve it first (dftlab.cli.train builds or finds it)")
+    base_path = model_cfg.name_or_path  # None: fresh weights
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(model_cfg)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    module = FineTuneModule(model_cfg, loss, cfg.optim, EngineSettings.from_cfg(cfg.engine), tokenizer)
+    trainer = build_trainer(cfg, extra_callbacks)
+    plan = datamodule.plan(trainer.world_size)
+    trainer.accumulate_grad_batches = plan.accumulation
+    log.info(
+        "loss %r; global batch %d = %d rank(s) x %d micro-batch(es) x %d rows",
+        loss, plan.global_batch, plan.world_size, plan.accumulation, plan.micro,
+    )
+    return Setup(module, datamodule, trainer, tokenizer, base_path)
+
+
+def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
+    """Train as configured; returns the summary that is also written to `summary.json`."""
+    s = setup(cfg, model_cfg=model_cfg)
+    module, datamodule, trainer, tokenizer, base_path = s.module, s.datamodule, s.trainer, s.tokenizer, s.base_path
+    loss = module.loss
+    out = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:  # the resolved config: every value as this run used it
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        preempted = False
+    except Preempted:
+        preempted = True
+
+    _report_data(trainer, datamodule.skipped)
+    export = out / "export"
+    if not preempted:
+        if module.validated_at != trainer.global_step and trainer.limit_val_batches:
+            trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation CE
+        module.export(export, tokenizer)
+    summary = {
+        "run_dir": str(out),
+        "loss": repr(loss),
+        "label": loss.label,
+        "steps": trainer.global_step,
+        "val_ce": _metric(trainer, "val/ce"),
+        "data_skipped": datamodule.skipped,
+    }
+    if preempted:
+        summary["preempted"] = True
+        log.warning("stopped by a signal after step %d; resume with ckpt_path=last run_id=%s",
+                    trainer.global_step, out.name)
+    elif trainer.is_global_zero and cfg.eval.enabled and datamodule.task.eval_task is not None:
+        summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path, trainer.loggers)
+    if trainer.is_global_zero:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    for lg in trainer.loggers:
+        lg.finalize("success")
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+    return summary
+
+
+def _report_data(trainer: L.Trainer, skipped: dict[str, dict[str, int]]) -> None:
+    """Rows skipped or cut, per split and reason: printed, and logged as `data/<split>/<reason>`."""
+    counts = {f"data/{split}/{reason}": n for split, reasons in skipped.items() for reason, n in reasons.items() if n}
+    if not counts or not trainer.is_global_zero:
+        return
+    log.warning("data rows skipped or cut (see README, 'Bad input'): %s",
+                ", ".join(f"{k.removeprefix('data/')} {n}" for k, n in counts.items()))
+    for lg in trainer.loggers:
+        lg.log_metrics({k: float(n) for k, n in counts.items()}, step=trainer.global_step)
+
+
+def _metric(trainer: L.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
