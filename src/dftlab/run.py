@@ -19,6 +19,7 @@ from dftlab.loggers import build_logger
 from dftlab.models import EMBEDDED_BASE, load_tokenizer
 from dftlab.module import FineTuneModule
 from dftlab.settings import EngineSettings
+from dftlab.sharing import share
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def run(cfg: DictConfig, model_cfg: DictConfig | None = None) -> dict:
                     trainer.global_step, out.name)
     elif trainer.is_global_zero and cfg.eval.enabled and datamodule.task.eval_task is not None:
         summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path, trainer.loggers)
+    if trainer.is_global_zero and not preempted:
+        summary["export"] = share(cfg, export, summary, base_path)  # the model card; the hub upload when asked
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for lg in trainer.loggers:
