@@ -14,7 +14,7 @@ import yaml
 from dftlab.evaluation.stats import wilson
 from dftlab.formats.eval_points import COLUMNS, DIR, POINTS
 from dftlab.reporting.compare import main
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, PYTHONPATH, ROOT
 
 SPLITS = ("test_id", "test_ood_cards")
 
@@ -98,7 +98,7 @@ def test_the_comparison_command(tmp_path):
         "'data.task.n_test=4','trainer.val_check_interval=2','eval.enabled=false']"
     )
     fast = [o for o in FAST if not o.startswith("model")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "train.py", "-m", "experiment=compare", "loss=sft,dft", "seed=0", *fast, tiny_base,
          "eval.samples.n=2", "callbacks.eval_during_training.every_n_steps=1",

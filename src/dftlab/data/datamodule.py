@@ -110,7 +110,7 @@ class DataModule(L.LightningDataModule):
         if "train" in self.datasets:
             return
         task = self.task
-        settings = EncodeSettings(self.max_length, task.chat_template, getattr(task, "train_on", "assistant"))
+        settings = EncodeSettings(self.max_length, task.chat_template, task.train_on)
         rows, self.skipped = tokenized.build(task, self.tokenizer, settings, self.truncation, self.num_proc,
                                              self.cache_dir, model=self.tokenizer.name_or_path or "the model")
         self.datasets = {split: EncodedDataset(r) for split, r in rows.items()}

@@ -138,7 +138,7 @@ def check_head(model: DictConfig, data: DictConfig) -> None:
 
     task = instantiate(task_cfg)
     tok = char_tokenizer()
-    settings = EncodeSettings(int(data.max_length), bool(task.chat_template), getattr(task, "train_on", "assistant"))
+    settings = EncodeSettings(int(data.max_length), bool(task.chat_template), task.train_on)
     tokens = unknown = 0
     for example in task.head(HEAD_ROWS):
         try:
@@ -149,7 +149,7 @@ def check_head(model: DictConfig, data: DictConfig) -> None:
         if e is not None:
             tokens += len(e.input_ids)
             unknown += sum(t == tok.unk_token_id for t in e.input_ids)
-    limit = getattr(task, "max_unk_fraction", 0.01)
+    limit = task.max_unk_fraction
     if tokens and unknown / tokens > limit:
         raise ConfigError(
             f"the tokenizer of {_names_the_model(model)} (the game's character tokenizer) encodes "

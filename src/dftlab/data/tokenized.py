@@ -172,7 +172,7 @@ def build(task, tokenizer, settings: EncodeSettings, truncation: str = "keep", n
         folder = Path(tempfile.mkdtemp(prefix=f".{entry.name}.building-", dir=entry.parent))
     try:
         tables, skipped = {}, {}
-        max_unk = getattr(task, "max_unk_fraction", 0.01)
+        max_unk = task.max_unk_fraction
         for name in SPLITS:
             rows = task.train() if name == "train" else task.val()
             table = _tokenise(name, rows, tokenizer, settings, num_proc, folder)
