@@ -21,7 +21,8 @@ def stand_ins(tmp_path_factory):
     root = tmp_path_factory.mktemp("stand_ins")
     chars = "0123456789+-*/=()., abcdefghijklmnopqrstuvwxyz\\{}^$?\n"
     tok = char_tokenizer(chars)
-    tok.chat_template = ("{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+    # roles and an end-of-turn token, as real templates have: the assistant turns are located in its rendering
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
                          "{% if add_generation_prompt %}assistant: {% endif %}")
     lm = tiny_lm("qwen2", vocab=len(tok), tie=True)
     lm.save_pretrained(root / "model")
