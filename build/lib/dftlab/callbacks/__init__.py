@@ -1,1 +1,0 @@
-"""Lightning callbacks of a training run: token-probability histograms, preemption."""

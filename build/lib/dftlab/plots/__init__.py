@@ -1,1 +1,0 @@
-"""Figures drawn from measurements (matplotlib only), for callbacks and reports alike."""

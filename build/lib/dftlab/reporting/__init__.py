@@ -1,1 +1,0 @@
-"""Tables and plots made from finished runs."""
