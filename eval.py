@@ -1,4 +1,5 @@
-"""Evaluate a model on a task's test splits: greedy accuracy, and Average@k with eval.samples.
+"""Evaluate a model on a task's test splits: greedy accuracy, and Average@k with eval.samples (in a checkout;
+installed: `dftlab-eval`, the same arguments).
 
     python eval.py run=logs/runs/<run>                          # a finished run: its export, its task
     python eval.py ckpt=logs/runs/<run>/checkpoints/last.ckpt   # a Lightning checkpoint
@@ -6,30 +7,11 @@
     python eval.py model.name_or_path=Qwen/Qwen2.5-Math-1.5B eval_task=math 'eval.samples={n: 16}'
 """
 
-import logging
 import os
-import sys
 
-import hydra
-from omegaconf import DictConfig
+os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))  # runs go to the checkout's logs/
 
-os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
-log = logging.getLogger("dftlab")
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    from dftlab.errors import ConfigError
-    from dftlab.eval_run import evaluate_from_config
-    from dftlab.run import quiet_logs
-
-    quiet_logs()
-    try:
-        evaluate_from_config(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        log.error("%s", err)
-        sys.exit(2)
-
+from dftlab.commands import eval_app  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    eval_app()

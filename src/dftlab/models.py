@@ -86,6 +86,12 @@ def load_causal_lm(cfg, tokenizer: PreTrainedTokenizerBase | None = None) -> tor
         model = AutoModelForCausalLM.from_pretrained(
             **_source(cfg), dtype=_dtype(cfg.get("dtype")), attn_implementation=attn
         )
+        if cfg.get("gguf_file"):
+            # GGUF weights are de-quantized to plain tensors on load: nothing stays quantized, and the export (a
+            # plain safetensors model) would otherwise be refused as "quantized with gguf"
+            model.hf_quantizer = None
+            if getattr(model.config, "quantization_config", None) is not None:
+                del model.config.quantization_config
     if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False

@@ -82,7 +82,8 @@ class FineTuneModule(L.LightningModule):
         return self.policy.lm
 
     def export(self, path: Path, tokenizer) -> None:
-        """The trained model in Hugging Face format (safetensors), LoRA merged, consolidated from shards.
+        """The trained model in Hugging Face format (safetensors), LoRA merged (the adapter alone in
+        `adapter/`), consolidated from shards.
 
         Every rank must call it (gathering sharded parameters is collective); rank 0 writes.
         """
@@ -98,6 +99,7 @@ class FineTuneModule(L.LightningModule):
             lm = load_causal_lm(self.model_cfg, self.tokenizer).to(torch.float32)
             lm.load_state_dict(state)
         if is_lora(lm):
+            lm.save_pretrained(path / "adapter", safe_serialization=True)  # the adapter alone, beside the merged model
             lm = copy.deepcopy(lm).merge_and_unload() if state is None else lm.merge_and_unload()
         lm.save_pretrained(path, safe_serialization=True)
         tokenizer.save_pretrained(path)

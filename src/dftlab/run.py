@@ -25,6 +25,7 @@ from dftlab.module import FineTuneModule
 from dftlab.rl.checks import check_sources
 from dftlab.rl.prompts import PromptDataModule
 from dftlab.settings import EngineSettings
+from dftlab.sharing import share
 from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ def _run(cfg: DictConfig, model_cfg: DictConfig | None, out: Path) -> dict:
                     trainer.global_step, out.name)
     elif trainer.is_global_zero and cfg.eval.enabled and datamodule.task.eval_task is not None:
         summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path, trainer.loggers)
+    if trainer.is_global_zero and not preempted:
+        summary["export"] = share(cfg, export, summary, base_path)  # the model card; the hub upload when asked
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for lg in trainer.loggers:

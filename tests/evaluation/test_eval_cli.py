@@ -14,7 +14,7 @@ from dftlab.config import compose_config
 from dftlab.errors import ConfigError
 from dftlab.eval_run import RESULTS, SUMMARY, evaluate_from_config
 from dftlab.run import run
-from tests.conftest import ROOT, fast_cfg
+from tests.conftest import PYTHONPATH, ROOT, fast_cfg
 
 SPLITS = ["test_id", "test_ood_rule_all5", "test_ood_rule_all7", "test_ood_rule_faces11_13", "test_ood_cards"]
 
@@ -59,7 +59,7 @@ def test_a_run_directory(finished, tmp_path):
 def test_a_checkpoint_through_eval_py(finished, tmp_path):
     """The command line itself, on the run's last checkpoint: the same weights as its export."""
     run_dir, summary = finished
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     proc = subprocess.run(
         [sys.executable, "eval.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}",
          "eval.splits=[test_id,test_ood_cards]"],
