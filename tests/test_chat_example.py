@@ -36,8 +36,8 @@ def test_the_readme_conversational_example(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "logs" / "runs" / "chat-lora"
     summary = json.loads((run_dir / "summary.json").read_text())
-    tuned = summary["eval"]["finetuned"]["test"]
-    assert tuned["n"] == 100 and summary["steps"] == 20
+    tuned, base = summary["eval"]["finetuned"]["test"], summary["eval"]["base"]["test"]
+    assert tuned["n"] == base["n"] == 100 and summary["steps"] == 20  # the GGUF base measured on all 100
     assert (run_dir / "export" / "adapter" / "adapter_config.json").is_file()
     assert "base_model:" in (run_dir / "export" / "README.md").read_text()
     (evaluation,) = (tmp_path / "logs" / "evals").iterdir()

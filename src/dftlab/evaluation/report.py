@@ -71,19 +71,33 @@ def rows(results: ModelResults) -> dict:
     }
 
 
+def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings) -> ModelResults:
+    if not cfg.model.get("gguf_file"):
+        return evaluate_path(base_path, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code")))
+    # a GGUF file inside base_path: loaded (de-quantized) as training loads it, without the run's LoRA
+    from dftlab.eval_run import Target, generation_model
+
+    model = OmegaConf.merge(cfg.model, {"lora": {"r": 0}})
+    with generation_model(Target("base", model, cfg.data), tokenizer, settings) as lm:
+        return evaluate_model(lm, tokenizer, task, settings)
+
+
 def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings) -> dict:
     """A base model's results, cached beside it (keyed by the evaluation and the test data; not by
     the seed: every fine-tune of one base shares one measurement of it)."""
-    spec = json.dumps(
-        [OmegaConf.to_container(cfg.eval, resolve=True), OmegaConf.to_container(cfg.data.task, resolve=True),
-         bool(cfg.trainer.get("fast_dev_run")), settings.backend],
-        sort_keys=True,
-    )
-    cache = Path(base_path) / f"eval-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.json"
+    key = [OmegaConf.to_container(cfg.eval, resolve=True), OmegaConf.to_container(cfg.data.task, resolve=True),
+           bool(cfg.trainer.get("fast_dev_run")), settings.backend]
+    folder = Path(base_path)
+    if cfg.model.get("gguf_file"):  # often in an installed package's folder: cached with the run's other caches
+        key += [str(base_path), cfg.model.gguf_file]
+        folder = Path(cfg.paths.cache_dir) / "base_evals"
+        folder.mkdir(parents=True, exist_ok=True)
+    spec = json.dumps(key, sort_keys=True)
+    cache = folder / f"eval-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    results = rows(evaluate_path(base_path, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code"))))
-    if Path(base_path).is_dir():
+    results = rows(_evaluate_base(cfg, task, tokenizer, base_path, settings))
+    if folder.is_dir():
         cache.write_text(json.dumps(results, indent=2))
     return results
 
