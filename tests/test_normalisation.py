@@ -26,7 +26,7 @@ from dftlab.losses import REGISTRY, build_loss
 from dftlab.module import FineTuneModule
 from dftlab.objective import CausalLMWithLoss
 from dftlab.settings import EngineSettings
-from tests.conftest import tiny_lm
+from tests.conftest import ROOT, tiny_lm
 from tests.helpers.step_gradients import step_gradients
 
 # --- each member's loss per target token, from its definition ------------------------------------
@@ -136,7 +136,12 @@ def _expected_gradients(name, params, s, reduction, micro):
     return {n: g for n, g in zip(named, grads, strict=True) if g is not None}, objective.detach().item()
 
 
-VARIANTS = [(name, {}, "naive") for name in sorted(REGISTRY)] + [
+# Members trained on demonstrations; the pairwise and rollout members (they read per-token batch fields)
+# normalise over pairs or completions, checked against their definitions where they are tested.
+DEMONSTRATION = sorted(name for name, cls in REGISTRY.items() if not cls.token_fields)
+TESTED_ELSEWHERE = {"dpo": "tests/test_rl_losses.py", "grpo": "tests/test_rl_losses.py"}
+
+VARIANTS = [(name, {}, "naive") for name in DEMONSTRATION] + [
     ("dft", {"min_p": 0.1}, "chunked"),
     ("dft", {"alpha": 0.5, "eta": 0.25, "level": "geometric"}, "chunked"),
     ("dft", {"level": "sequence"}, "chunked"),
@@ -150,8 +155,12 @@ VARIANTS = [(name, {}, "naive") for name in sorted(REGISTRY)] + [
 
 
 def test_every_member_has_a_formula_here():
-    missing = sorted(set(REGISTRY) - set(FORMULAS))
+    missing = sorted(set(DEMONSTRATION) - set(FORMULAS))
     assert not missing, f"write the loss of {missing} in FORMULAS of tests/test_normalisation.py"
+    for name in sorted(set(REGISTRY) - set(DEMONSTRATION)):
+        where = TESTED_ELSEWHERE.get(name)
+        assert where, f"loss {name!r} reads batch fields: name the test of its normalisation in TESTED_ELSEWHERE"
+        assert f"def test_{name}_" in (ROOT / where).read_text(), (name, where)
 
 
 def _compare(got, expected):

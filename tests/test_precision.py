@@ -33,7 +33,14 @@ def _inputs(setting, seed=0):
     t = {k: v.to(dtype) for k, v in t.items()}
     t["targets"] = torch.randint(0, V, (N,), generator=g)
     t["seq"] = torch.sort(torch.randint(0, SEQS, (N,), generator=g)).values
+    # the per-token batch fields of the pairwise and rollout members: sequence 2i and 2i+1 are a pair
+    t["fields"] = {"pair_id": t["seq"] // 2, "pair_side": 1 - 2 * (t["seq"] % 2),
+                   "advantage": torch.randn(SEQS, generator=g)[t["seq"]]}
     return t
+
+
+def _fields(loss, t):
+    return {name: t["fields"][name] for name in loss.token_fields}
 
 
 def _precision(setting):
@@ -65,7 +72,7 @@ def _fp64(loss, t):
     tg = t["targets"]
     logp = logprobs.gather(1, tg[:, None]).squeeze(1)
     ctx = TokenContext(t["seq"], SEQS, ref.gather(1, tg[:, None]).squeeze(1), V,
-                       _stats64(logprobs.detach(), loss.stats))
+                       _stats64(logprobs.detach(), loss.stats), _fields(loss, t))
     per_token = loss.per_token(logp, ctx)
     if loss.kl_coef:
         per_token = per_token + loss.kl_coef * (ref.exp() * (ref - logprobs)).sum(-1)
@@ -80,11 +87,11 @@ def _engine(loss, t, path, setting):
         if path == "naive":  # as CausalLMWithLoss calls it
             ref_logits = logits_fp32(t["ref_hidden"], ref_head)
             ref_logp = ref_logits.log_softmax(-1).gather(1, t["targets"][:, None]).squeeze(1)
-            ctx = TokenContext(t["seq"], SEQS, ref_logp)
+            ctx = TokenContext(t["seq"], SEQS, ref_logp, fields=_fields(loss, t))
             value, stats = naive_token_loss(logits_fp32(x, head), t["targets"], loss, ctx, NORMALISER, ref_logits)
         else:
             ref_logp = token_logprobs(t["ref_hidden"], ref_head, t["targets"], CHUNK)[0]
-            ctx = TokenContext(t["seq"], SEQS, ref_logp)
+            ctx = TokenContext(t["seq"], SEQS, ref_logp, fields=_fields(loss, t))
             value, stats = chunked_token_loss(x, head, t["targets"], loss, ctx, NORMALISER, CHUNK, t["ref_hidden"],
                                               ref_head)
     grads = torch.autograd.grad(value, [x, w, b])
