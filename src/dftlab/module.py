@@ -103,6 +103,8 @@ class FineTuneModule(L.LightningModule):
             lm = copy.deepcopy(lm).merge_and_unload() if state is None else lm.merge_and_unload()
         lm.save_pretrained(path, safe_serialization=True)
         tokenizer.save_pretrained(path)
+        if getattr(tokenizer, "image_processor", None) is not None:  # a vision-language model's (dftlab.vision)
+            tokenizer.image_processor.save_pretrained(path)
 
     # --- training --------------------------------------------------------------------------
 

@@ -63,12 +63,56 @@ def generate_completions(
             lm, tokenizer, prompts, chat_template=chat_template, max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
         )
-    device = next(lm.parameters()).device
+    if getattr(tokenizer, "image_processor", None) is not None:  # prompts with images (dftlab.vision)
+        from dftlab.vision.generate import generate_with_images
+
+        return generate_with_images(lm, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                    top_p=top_p, n=n, batch_size=batch_size, seed=seed, stop=stop,
+                                    synced_gpus=synced_gpus)
     encoded = [prompt_ids(tokenizer, p, chat_template) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    return generate_ids(lm, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        n=n, batch_size=batch_size, seed=seed, stop=stop, synced_gpus=synced_gpus)
+
+
+@torch.no_grad()
+def generate_ids(lm, tokenizer, encoded: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float,
+                 n: int, batch_size: int, seed: int, stop: list[str] | None, synced_gpus: bool,
+                 inputs=lambda idx: {}) -> list[list[Completion]]:
+    """`generate_completions` from encoded prompts; `inputs(idx)`: more model inputs for the prompts `idx` of
+    a batch (e.g. their images), on the CPU."""
+    device = next(lm.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    config, eos = generation_config(lm, tokenizer, max_new_tokens, temperature, top_p, n)
+    out: list[list[Completion]] = [[] for _ in encoded]
+    per_batch = max(1, batch_size // n)
+    with eval_mode(lm), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            idx = order[start : start + per_batch]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):
+                ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]) :] = 1
+            torch.manual_seed(seed * 1_000_003 + b)
+            extra = {k: v.to(device) for k, v in inputs(idx).items()}
+            gen = lm.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                synced_gpus=synced_gpus, stopping_criteria=[StopAtStrings(tokenizer, stop, width)] if stop else None,
+                **extra,
+            )
+            new = gen[:, width:].cpu()
+            for r, row in enumerate(new):
+                out[idx[r // n]].append(completion(tokenizer, row.tolist(), eos, stop))
+    return out
+
+
+def generation_config(lm, tokenizer, max_new_tokens: int, temperature: float, top_p: float,
+                      n: int) -> tuple[GenerationConfig, list[int]]:
+    """The decoding settings (greedy when `temperature` is 0) and the tokens that end a completion."""
     sample = temperature > 0
     eos = stop_token_ids(getattr(lm, "generation_config", None), tokenizer)
-    config = GenerationConfig(
+    return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=sample,
         temperature=temperature if sample else None,
@@ -82,24 +126,4 @@ def generate_completions(
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
-    )
-    out: list[list[Completion]] = [[] for _ in prompts]
-    per_batch = max(1, batch_size // n)
-    with eval_mode(lm), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for b, start in enumerate(range(0, len(order), per_batch)):
-            idx = order[start : start + per_batch]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(idx):
-                ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]) :] = 1
-            torch.manual_seed(seed * 1_000_003 + b)
-            gen = lm.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                synced_gpus=synced_gpus, stopping_criteria=[StopAtStrings(tokenizer, stop, width)] if stop else None,
-            )
-            new = gen[:, width:].cpu()
-            for r, row in enumerate(new):
-                out[idx[r // n]].append(completion(tokenizer, row.tolist(), eos, stop))
-    return out
+    ), eos

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM
 
 from dftlab.evaluation import vllm_backend
 from dftlab.evaluation.runner import SplitResult, evaluate
 from dftlab.evaluation.settings import EvalSettings, Sampling
 from dftlab.evaluation.table import describe, format_table
+from dftlab.vision.models import auto_class
 
 HEADLINE = "test/mean_acc"
 
@@ -32,7 +32,8 @@ def load_for_generation(path, settings: EvalSettings, trust_remote_code: bool = 
     if settings.backend == "vllm":
         return vllm_backend.load(path, trust_remote_code=trust_remote_code, seed=settings.seed, **settings.vllm_args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code).to(device)
+    auto = auto_class(path)  # a vision-language model loads with its image-text-to-text class
+    return auto.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code).to(device)
 
 
 def evaluate_model(lm, tokenizer, task, settings: EvalSettings) -> ModelResults:
