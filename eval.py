@@ -1,4 +1,5 @@
-"""Evaluate a model on a task's test splits: greedy accuracy, and Average@k with eval.samples.
+"""Evaluate a model on a task's test splits: greedy accuracy, and Average@k with eval.samples (in a checkout;
+installed: `dftlab-eval`, the same arguments).
 
     python eval.py run=logs/runs/<run>                          # a finished run: its export, its task
     python eval.py ckpt=logs/runs/<run>/checkpoints/last.ckpt   # a Lightning checkpoint
@@ -8,21 +9,9 @@
 
 import os
 
-import hydra
-from omegaconf import DictConfig
+os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))  # runs go to the checkout's logs/
 
-import dftlab.config  # noqa: F401  (registers the config resolvers)
-from dftlab import entry
-
-os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    from dftlab.cli import evaluate
-
-    entry.run_task(evaluate, cfg)
-
+from dftlab.commands import evaluate  # noqa: E402
 
 if __name__ == "__main__":
-    entry.main(main)
+    evaluate()

@@ -1,4 +1,4 @@
-"""Fine-tune a causal LM with a token-weighted loss.
+"""Fine-tune a causal LM with a token-weighted loss (in a checkout; installed: `dftlab-train`, the same arguments).
 
     python train.py loss=dft                      # the embedded default: CPU, offline, minutes
     python train.py -m loss=sft,dft optim.lr=1e-3,3e-3
@@ -6,21 +6,9 @@
 
 import os
 
-import hydra
-from omegaconf import DictConfig
+os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))  # runs go to the checkout's logs/
 
-import dftlab.config  # noqa: F401  (registers the config resolvers)
-from dftlab import entry
-
-os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from dftlab.cli import train
-
-    return entry.run_task(train, cfg).get("val_ce")
-
+from dftlab.commands import train  # noqa: E402
 
 if __name__ == "__main__":
-    entry.main(main)
+    train()

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# for subprocesses: this checkout's package (not another installed copy) and the tests' helpers
+PYTHONPATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
 os.environ.setdefault("DFTLAB_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dftlab.losses import IGNORE_INDEX
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH, ROOT
 from tests.helpers.step_gradients import LOSSES, RANK_INVARIANT, step_gradients
 
 
@@ -54,7 +54,7 @@ def test_official_reduction_reproduces_the_public_code(tmp_path):
 @pytest.mark.slow
 def test_two_ranks_equal_one(tmp_path):
     out = tmp_path / "ddp.pt"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.helpers.step_gradients", str(out), "2", "1", "token", *RANK_INVARIANT],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,

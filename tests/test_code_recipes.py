@@ -27,8 +27,9 @@ def stand_ins(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("code_stand_ins")
     tok = char_tokenizer(string.printable)
+    # roles and an end-of-turn token, as real templates have: the assistant turns are located in its rendering
     tok.chat_template = (
-        "{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}"
     )
     lm = tiny_lm("qwen2", vocab=len(tok), tie=True)

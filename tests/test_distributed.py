@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dftlab.reporting.runs import load_run
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, PYTHONPATH, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ COMMON = [*FAST, "loss=dft", "data.batch_size=8", "data.micro_batch_size=2", "tr
 
 
 def train(run_dir, *overrides, cache):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(cache)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(cache)}
     proc = subprocess.run([sys.executable, "train.py", *COMMON, f"hydra.run.dir={run_dir}", *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,7 +66,7 @@ def test_chunked_equals_naive_under_fsdp(tmp_path, loss):
 
 def test_multirun_of_ddp_jobs(tmp_path):
     """Each job of a Hydra multirun gets its own process group and output directory."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "train.py", "-m", *COMMON, *STRATEGIES["ddp"], "loss=sft,dft",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)

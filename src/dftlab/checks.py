@@ -317,14 +317,17 @@ def model_source(cfg: DictConfig) -> None:
 
 
 def data_source(cfg: DictConfig) -> None:
-    """`data.task.path`: a local file or folder that exists, or a hub dataset that is cached or reachable."""
-    path = OmegaConf.select(cfg, "data.task.path", default=None)
-    if path is None:
+    """`data.task.path`: set; local files (a file, a glob, a folder) that exist, or a hub dataset that
+    is cached or reachable."""
+    task = OmegaConf.select(cfg, "data.task", default=None)
+    if not isinstance(task, DictConfig) or "path" not in task:
         return
-    if looks_local(path, (".jsonl", ".json", ".parquet")):
-        if not Path(str(path)).expanduser().exists():
-            raise ConfigError(f"data.task.path={path!r}: no such file or directory")
-    elif not hub_dataset_cached(str(path)) and not hub_reachable():
+    path = task.path
+    if path in (None, ""):
+        raise ConfigError("data.task.path is not set: give data.task.path=<a file, a glob, a folder or a hub dataset>")
+    from dftlab.data.sources import local_files
+
+    if local_files(str(path)) is None and not hub_dataset_cached(str(path)) and not hub_reachable():
         raise _offline_error("data.task.path", str(path), "dataset")
 
 
@@ -348,27 +351,6 @@ def accelerator(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.devices={devices}: only {available} GPU(s) visible on this machine")
 
 
-def _chat_template_of(source: str, cfg: DictConfig) -> bool | None:
-    """Whether a tokenizer has a chat template, read from its files (None: cannot tell without loading)."""
-    path = Path(str(source)).expanduser()
-    if path.is_dir():
-        if cfg.get("gguf_file"):
-            return None  # inside the GGUF file: checked once the tokenizer is loaded
-        if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
-            return True
-        config = path / "tokenizer_config.json"
-        return bool(config.is_file() and json.loads(config.read_text()).get("chat_template"))
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in ("chat_template.jinja", "chat_template.json"):
-        if isinstance(try_to_load_from_cache(source, filename), str):
-            return True
-    config = try_to_load_from_cache(source, "tokenizer_config.json")
-    if isinstance(config, str):
-        return bool(json.loads(Path(config).read_text()).get("chat_template"))
-    return None
-
-
 def chat_template(cfg: DictConfig, tasks) -> None:
     """A task that puts its prompts in the chat template, with a tokenizer that has none (the
     character tokenizer of the embedded base and of `model=scratch` has none)."""
@@ -376,9 +358,10 @@ def chat_template(cfg: DictConfig, tasks) -> None:
     model = cfg.get("model")
     if not needs or model is None:
         return
+    from dftlab.data.guards import chat_template_of
+
     source = model.get("tokenizer") or model.get("name_or_path")
-    has = False if source in (None, EMBEDDED_BASE) else _chat_template_of(source, model)
-    if has is False:
+    if not chat_template_of(model):  # None or "": none; UNKNOWN (not readable from files) is checked once loaded
         key, task = needs[0]
         what = "the character tokenizer of the embedded base" if source in (None, EMBEDDED_BASE) else repr(source)
         setting = f"{key}.chat_template=false (prompts as plain text) or " if key == "data.task" else ""
@@ -423,9 +406,13 @@ def data_rows(tasks) -> None:
 
 def environment(cfg: DictConfig, tasks=None) -> None:
     """What `cli.train` checks after `config.validate`, before the model is resolved (the embedded
-    base possibly built): the GPU, the architecture, the chat template, a local data file's rows."""
+    base possibly built): the GPU, the architecture, the chat template, a local data file's rows,
+    the embedded base's tokenizer on the first rows."""
+    from dftlab.data.guards import check_head
+
     accelerator(cfg)
     model_architecture(cfg)
     tasks = train_tasks(cfg) if tasks is None else tasks
     chat_template(cfg, tasks)
     data_rows(tasks)
+    check_head(cfg.model, cfg.data)

@@ -17,7 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from dftlab.errors import ConfigError, safe_name
 from dftlab.settings import BatchPlan, EngineSettings, require
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+def _config_dir() -> Path:
+    """The checkout's `configs/` (a source tree or an editable install), else the installed package's copy."""
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    return checkout if (checkout / "train.yaml").is_file() else Path(__file__).resolve().parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def package_dir(name: str) -> str:

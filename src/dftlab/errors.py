@@ -8,7 +8,10 @@ import unicodedata
 
 
 class ConfigError(ValueError):
-    pass
+    """Its message is `printable` (newlines kept): text from a data file cannot rewrite the terminal."""
+
+    def __init__(self, message: object = "", *args):
+        super().__init__(printable(message, keep_newlines=True), *args)
 
 
 # bidirectional overrides and isolates: they reorder what a terminal shows

@@ -68,7 +68,9 @@ def target(cfg: DictConfig) -> Target:
         if not (export / "config.json").is_file():
             raise ConfigError(f"run={cfg.run}: {export} holds no exported model (the run did not finish: "
                               f"evaluate one of its checkpoints with ckpt=)")
-        model_cfg = OmegaConf.merge(run_cfg.model, {"name_or_path": str(export), "tokenizer": None, "lora": {"r": 0}})
+        # the export is a plain model (safetensors, LoRA merged), whatever the run started from (a GGUF file)
+        model_cfg = OmegaConf.merge(run_cfg.model, {"name_or_path": str(export), "tokenizer": None, "gguf_file": None,
+                                                    "lora": {"r": 0}})
         return Target(run_dir.name, model_cfg, run_cfg.data)
     if cfg.ckpt:
         ckpt = Path(cfg.ckpt).expanduser()

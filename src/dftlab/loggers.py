@@ -1,4 +1,5 @@
-"""Weights & Biases that never blocks or prompts: online when it can be, offline otherwise."""
+"""Loggers built from the config: Weights & Biases that never blocks or prompts (online when it can be,
+offline otherwise), TensorBoard and MLflow, each given the run's resolved config."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dftlab.config import instantiate
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
+# loggers given the run's resolved config (`build_logger`)
+CONFIGURED = {f"{__name__}.{name}" for name in ("wandb_logger", "tensorboard_logger", "mlflow_logger")}
 
 
 def _has_key() -> bool:
@@ -84,10 +87,32 @@ def flat_config(cfg: DictConfig) -> dict:
 def build_logger(node: DictConfig, cfg: DictConfig):
     """A logger from its config; W&B also gets the run's resolved config, so that its runs table and
     `wandb.Api()` show every setting (under a sweep the sweep's own values take precedence)."""
-    if node.get("_target_") == f"{__name__}.wandb_logger":
-        # a partial, so that the dict reaches W&B as it is (instantiate would wrap it in a DictConfig)
+    if node.get("_target_") in CONFIGURED:
+        # a partial, so that the dict reaches the logger as it is (instantiate would wrap it in a DictConfig)
         return instantiate(node, _partial_=True)(run_config=flat_config(cfg))
     return instantiate(node)
+
+
+def tensorboard_logger(save_dir: str, name: str = "tensorboard", run_config: dict | None = None, **kwargs):
+    """Lightning's TensorBoard logger, with the run's resolved config as its hyperparameters."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(save_dir=save_dir, name=name, default_hp_metric=False, **kwargs)
+    if run_config:
+        logger.log_hyperparams({k: str(v) if isinstance(v, (list, dict)) else v for k, v in run_config.items()})
+    return logger
+
+
+def mlflow_logger(experiment_name: str, run_name: str, tracking_uri: str, run_config: dict | None = None, **kwargs):
+    """Lightning's MLflow logger (a local `file:` store by default), with the run's resolved config as params."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    if tracking_uri.startswith("file:"):  # MLflow 3 refuses its file store unless it is asked for by name
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, **kwargs)
+    if run_config:
+        logger.log_hyperparams(run_config)
+    return logger
 
 
 def wandb_logger(project: str, name: str, save_dir: str, group: str | None = None, tags=(), mode=None,

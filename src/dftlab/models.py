@@ -54,7 +54,21 @@ def _source(cfg) -> dict:
     return kwargs
 
 
+def _vision(cfg) -> bool:
+    """Whether the model is a vision-language one (its config has a `vision_config`): `dftlab.vision` loads it."""
+    from dftlab.vision.models import is_vision
+
+    try:
+        return is_vision(cfg)
+    except OSError:  # no config to read: the text loader reports what is missing
+        return False
+
+
 def load_tokenizer(cfg) -> PreTrainedTokenizerBase:
+    if not cfg.get("tokenizer") and _vision(cfg):
+        from dftlab.vision.models import load_vision_tokenizer
+
+        return load_vision_tokenizer(cfg)
     if cfg.get("tokenizer"):
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer, trust_remote_code=bool(cfg.get("trust_remote_code")))
     elif cfg.name_or_path is None:
@@ -67,7 +81,12 @@ def load_tokenizer(cfg) -> PreTrainedTokenizerBase:
 
 
 def load_causal_lm(cfg, tokenizer: PreTrainedTokenizerBase | None = None) -> torch.nn.Module:
-    """A causal LM in train mode; built from `cfg.arch` (fresh weights) when `name_or_path` is null."""
+    """A causal LM in train mode; built from `cfg.arch` (fresh weights) when `name_or_path` is null. A
+    vision-language model (keyed on its config) is loaded by `dftlab.vision.models.load_vision_lm`."""
+    if _vision(cfg):
+        from dftlab.vision.models import load_vision_lm
+
+        return load_vision_lm(cfg, tokenizer)
     attn = cfg.get("attn_implementation")
     if cfg.name_or_path is None:
         if not cfg.get("arch"):
@@ -86,6 +105,12 @@ def load_causal_lm(cfg, tokenizer: PreTrainedTokenizerBase | None = None) -> tor
         model = AutoModelForCausalLM.from_pretrained(
             **_source(cfg), dtype=_dtype(cfg.get("dtype")), attn_implementation=attn
         )
+        if cfg.get("gguf_file"):
+            # GGUF weights are de-quantized to plain tensors on load: nothing stays quantized, and the export (a
+            # plain safetensors model) would otherwise be refused as "quantized with gguf"
+            model.hf_quantizer = None
+            if getattr(model.config, "quantization_config", None) is not None:
+                del model.config.quantization_config
     if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False

@@ -85,7 +85,8 @@ class FineTuneModule(L.LightningModule):
         return self.policy.lm
 
     def export(self, path: Path, tokenizer) -> None:
-        """The trained model in Hugging Face format (safetensors), LoRA merged, consolidated from shards.
+        """The trained model in Hugging Face format (safetensors), LoRA merged (the adapter alone in
+        `adapter/`), consolidated from shards.
 
         Every rank must call it (gathering sharded parameters is collective); rank 0 writes.
         """
@@ -101,9 +102,12 @@ class FineTuneModule(L.LightningModule):
             lm = load_causal_lm(self.model_cfg, self.tokenizer).to(torch.float32)
             lm.load_state_dict(state)
         if is_lora(lm):
+            lm.save_pretrained(path / "adapter", safe_serialization=True)  # the adapter alone, beside the merged model
             lm = copy.deepcopy(lm).merge_and_unload() if state is None else lm.merge_and_unload()
         lm.save_pretrained(path, safe_serialization=True)
         tokenizer.save_pretrained(path)
+        if getattr(tokenizer, "image_processor", None) is not None:  # a vision-language model's (dftlab.vision)
+            tokenizer.image_processor.save_pretrained(path)
 
     # --- training --------------------------------------------------------------------------
 

@@ -27,8 +27,16 @@ from dftlab.errors import ConfigError
 from dftlab.losses import ENTROPY, IGNORE_INDEX, TokenContext, TokenLoss, check_stat
 from dftlab.models import eval_mode, is_lora
 from dftlab.settings import EngineSettings
+from dftlab.vision.models import media_inputs
 
 log = logging.getLogger(__name__)
+
+
+def backbone(lm: nn.Module) -> nn.Module:
+    """What maps a batch's inputs to the hidden states the output head reads: the decoder, or for a
+    vision-language model its whole backbone (the vision tower writes the images into the decoder's input)."""
+    model = lm.get_base_model() if is_lora(lm) else lm
+    return model.base_model if getattr(model.config, "vision_config", None) is not None else lm.get_decoder()
 
 
 def output_head(lm: nn.Module) -> Head:
@@ -48,7 +56,7 @@ def head_reproduces_logits(lm: nn.Module) -> tuple[bool, str]:
     """Whether `hidden @ W.T + b` equals the model's own logits (no soft-capping or scaling)."""
     with eval_mode(lm):
         device = lm.get_output_embeddings().weight.device
-        ids = torch.arange(8, device=device).remainder(lm.config.vocab_size)[None]
+        ids = torch.arange(8, device=device).remainder(lm.get_output_embeddings().weight.shape[0])[None]
         expected = lm(input_ids=ids, use_cache=False).logits.float()
         hidden = lm.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
         head = output_head(lm)
@@ -65,7 +73,7 @@ def packing_isolates_sequences(lm: nn.Module) -> tuple[bool, str]:
     """Whether two sequences packed in one row (positions restarting) give the logits they give alone."""
     with eval_mode(lm):
         device = lm.get_output_embeddings().weight.device
-        ids = (torch.arange(11, device=device) * 7 + 3).remainder(lm.config.vocab_size)
+        ids = (torch.arange(11, device=device) * 7 + 3).remainder(lm.get_output_embeddings().weight.shape[0])
         a, b = ids[:5], ids[5:]
         alone = torch.cat([lm(input_ids=x[None], use_cache=False).logits[0] for x in (a, b)]).float()
         positions = torch.cat([torch.arange(5), torch.arange(6)]).to(device)
@@ -185,7 +193,7 @@ class CausalLMWithLoss(nn.Module):
                                   "log-probability per target token); add it, or use engine.reference=copy")
             ctx.ref_logp = batch["ref_logp"][mask].float()
         if self.use_chunked(labels.numel()):
-            hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
+            hidden = backbone(self.lm)(**inputs).last_hidden_state[mask]
             ref_hidden, ref_head = None, None
             if self.reference_mode in ("copy", "adapters"):
                 ref_hidden, ref_head = self._reference_hidden(inputs, mask)
@@ -206,7 +214,7 @@ class CausalLMWithLoss(nn.Module):
     def _logits(self, model: nn.Module, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
         """fp32 logits [N, V] of the target positions (see `plain_head`)."""
         if self.plain_head:
-            return logits_fp32(model.get_decoder()(**inputs).last_hidden_state[mask], output_head(model))
+            return logits_fp32(backbone(model)(**inputs).last_hidden_state[mask], output_head(model))
         return model(**inputs).logits[mask].float()
 
     def _token_fields(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -223,6 +231,7 @@ class CausalLMWithLoss(nn.Module):
         inputs = {"input_ids": batch["input_ids"], "use_cache": False}  # a cache also disables packing
         if "position_ids" in batch:
             inputs["position_ids"] = batch["position_ids"]
+        inputs.update(media_inputs(batch))  # images: pixel values and where their tokens are
         return inputs
 
     def _check_packing(self) -> None:
@@ -240,7 +249,7 @@ class CausalLMWithLoss(nn.Module):
         inputs = self._model_inputs(batch)
         wanted = (ENTROPY,) if entropy else ()
         if self.use_chunked(mask.numel()):
-            hidden = self.lm.get_decoder()(**inputs).last_hidden_state[mask]
+            hidden = backbone(self.lm)(**inputs).last_hidden_state[mask]
             logp, correct, stats = token_logprobs(hidden, output_head(self.lm), targets, self.chunk_rows, wanted)
         else:
             logp, correct, stats = position_stats(self._logits(self.lm, inputs, mask).log_softmax(-1), targets, wanted)
@@ -251,6 +260,6 @@ class CausalLMWithLoss(nn.Module):
     def _reference_hidden(self, inputs, mask) -> tuple[torch.Tensor, Head]:
         model = self._reference_model()
         with self._reference_context():
-            hidden = model.get_decoder()(**inputs).last_hidden_state[mask]
+            hidden = backbone(model)(**inputs).last_hidden_state[mask]
         head = output_head(model)
         return hidden, Head(head.weight.detach(), None if head.bias is None else head.bias.detach())

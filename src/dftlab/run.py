@@ -28,6 +28,7 @@ from dftlab.module import FineTuneModule
 from dftlab.rl.checks import check_sources
 from dftlab.rl.prompts import PromptDataModule
 from dftlab.settings import EngineSettings
+from dftlab.sharing import share
 from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,10 @@ def _run(cfg: DictConfig, model_cfg: DictConfig | None, out: Path, resume_hint: 
                 stage = "evaluation"
                 summary["eval"] = evaluate_run(cfg, datamodule.task.eval_task, tokenizer, export, base_path,
                                                trainer.loggers, step=step)
+            if trainer.is_global_zero:
+                stage = "sharing"
+                stopping.check()
+                summary["export"] = share(cfg, export, summary, base_path)  # the model card; the hub upload when asked
     except (stopping.StopRequested, SIGTERMException):
         stopped = stopping.requested() or "SIGTERM"
     if stopped is not None:
@@ -209,7 +214,8 @@ def _run(cfg: DictConfig, model_cfg: DictConfig | None, out: Path, resume_hint: 
         saved = any(getattr(cb, "saved", False) for cb in trainer.callbacks if isinstance(cb, Preemption))
         kept = {"training": "its checkpoint saved" if saved else "nothing new to save",
                 "validation": "training finished", "export": "training finished",
-                "evaluation": "training finished; finished generate batches kept in eval/partial"}
+                "evaluation": "training finished; finished generate batches kept in eval/partial",
+                "sharing": "training and evaluation finished"}
         log.warning("stopped by %s during %s at step %d (%s); %s", stopped, stage, step, kept[stage],
                     resume_hint or f"resume with ckpt_path=last run_id={out.name}")
     if trainer.is_global_zero:

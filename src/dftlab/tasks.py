@@ -37,10 +37,19 @@ class EvalTask(Protocol):
 
 @runtime_checkable
 class TrainTask(Protocol):
-    """Training and validation examples (`prompt`, `response`, optional `id`, `ref_logp`), and the
-    evaluation task the end of a run measures (None: validation cross-entropy only)."""
+    """Training and validation examples, and the evaluation task the end of a run measures (None:
+    validation cross-entropy only).
+
+    An example is a pair (`prompt`, `response`), a conversation (`messages`, optional `tools` and
+    `prompt_turns`) or a document (`text`), with optional `id` and per-target-token `ref_logp`
+    (`dftlab.data.formats`). `chat_template`: render with the tokenizer's chat template; `train_on`:
+    which assistant turns are targets (`assistant`, `last`, `all`); `max_unk_fraction`: the share of
+    unknown tokens above which the tokenizer is refused.
+    """
 
     chat_template: bool = False
+    train_on: str = "assistant"
+    max_unk_fraction: float = 0.01
     eval_task: EvalTask | None = None
 
     def train(self) -> list[dict]: ...

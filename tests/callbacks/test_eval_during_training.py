@@ -14,7 +14,7 @@ from dftlab.errors import ConfigError
 from dftlab.formats.eval_points import DIR, PLOT, POINTS, read_points
 from dftlab.reporting.runs import load_run
 from dftlab.run import run
-from tests.conftest import ROOT, fast_cfg
+from tests.conftest import PYTHONPATH, ROOT, fast_cfg
 from tests.helpers.eval_progress_run import N_TEST, progress_run
 
 SPLITS = {"test_id", "test_ood_rule_all5", "test_ood_rule_all7", "test_ood_rule_faces11_13", "test_ood_cards"}
@@ -127,7 +127,7 @@ def test_bad_settings_name_their_key(run_dir):
 def test_two_ranks_count_every_problem_once(tmp_path, strategy):
     """DDP: shares of 3 and 2 problems, gathered; FSDP2: every rank every problem, in lockstep.
     Either way the verdicts are the ones rank 0 alone finds on the export at the end."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.helpers.eval_progress_run", str(tmp_path / "run"), "2", strategy],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,

@@ -17,7 +17,7 @@ from dftlab.errors import ConfigError
 from dftlab.formats.token_probs import DIR, PAPER_EDGES, load_point
 from dftlab.models import load_tokenizer
 from dftlab.run import run
-from tests.conftest import ROOT, fast_cfg
+from tests.conftest import PYTHONPATH, ROOT, fast_cfg
 from tests.helpers.token_histograms_run import N_EXAMPLES, OVERRIDES
 
 POINTS = ("before", "step_000001", "step_000002")
@@ -122,7 +122,7 @@ def test_bad_settings_name_their_key():
 
 @pytest.mark.slow
 def test_two_ranks_count_what_one_counts(runs, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.helpers.token_histograms_run", str(tmp_path / "ddp"), "2"],
         cwd=ROOT,

@@ -36,7 +36,7 @@ def test_a_file_edited_in_place_with_the_same_size_and_time_is_tokenised_again(t
     tok = char_tokenizer(CHARS)
     assert tok.decode(second.datasets["train"].rows[0].input_ids).endswith("cd</s>")
     assert tok.decode(first.datasets["train"].rows[0].input_ids).endswith("ab</s>")
-    assert len(list((tmp_path / "cache" / "tokenized").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "cache" / "tokenized").glob("*/meta.json"))) == 2  # two cache entries
     assert first.identity()["source"] != second.identity()["source"]
     assert first.identity()["rows"] != second.identity()["rows"]
 

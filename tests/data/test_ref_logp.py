@@ -98,7 +98,37 @@ def test_some_rows_without_values_are_refused(tmp_path):
 def test_the_cache_keeps_the_values(tmp_path, monkeypatch):
     path = _file(tmp_path, _rows())
     first = _datamodule(path, tmp_path)
-    monkeypatch.setattr("dftlab.data.datamodule.encode", lambda *a, **k: pytest.fail("re-tokenised"))
+    monkeypatch.setattr("dftlab.data.tokenized.encode_example", lambda *a, **k: pytest.fail("re-tokenised"))
     second = _datamodule(path, tmp_path)
     assert [e.ref_logp for e in second.datasets["train"].rows] == [e.ref_logp for e in first.datasets["train"].rows]
     assert all(e.ref_logp == [-0.5] * e.n_targets for e in second.datasets["train"].rows)
+
+
+def test_in_a_conversation_the_values_follow_each_assistant_turn():
+    """Rendered by the chat template: one value per token of each assistant turn and its end-of-turn token."""
+    from dftlab.data.encode import EncodeSettings, encode_example
+
+    tok = char_tokenizer("0123456789+=:\n abcdefghijklmnopqrstuvwxyz")
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    messages = [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "2"},
+                {"role": "user", "content": "+3"}, {"role": "assistant", "content": "55"}]
+    values = [-1.0, -2.0, -3.0, -4.0, -5.0]  # "2", "</s>", "5", "5", "</s>"
+    e = encode_example(tok, {"messages": messages, "ref_logp": values}, EncodeSettings(256, True))
+    batch = collate([(0, e, 0)], tok.pad_token_id)
+    targets = batch["labels"][0] != IGNORE_INDEX
+    assert tok.decode(batch["labels"][0][targets]) == "2</s>55</s>"
+    assert batch["ref_logp"][0][targets].tolist() == values and e.ref_logp == values
+    keep = e.target_spans()[-1][0] + 1  # the last turn's first token
+    cut = encode_example(tok, {"messages": messages, "ref_logp": values}, EncodeSettings(keep, True))
+    assert cut.truncated and cut.n_targets == 3 and cut.ref_logp == values[:3]  # "2", "</s>", "5"
+    with pytest.raises(ValueError, match="ref_logp has 4 values for 5 target tokens"):
+        encode_example(tok, {"messages": messages, "ref_logp": values[:4]}, EncodeSettings(256, True))
+
+
+def test_rows_without_values_beside_rows_with_them_are_nan_in_a_batch():
+    with_values, without = _items()[0], (1, encode(TOK, *EXAMPLES[1], 64), 0)
+    batch = collate([with_values, without], TOK.pad_token_id)
+    targets = batch["labels"] != IGNORE_INDEX
+    assert batch["ref_logp"][0][targets[0]].tolist() == _values(0, len(EXAMPLES[0][1]) + 1)
+    assert batch["ref_logp"][1][targets[1]].isnan().all() and targets[1].sum() == len(EXAMPLES[1][1]) + 1

@@ -96,13 +96,18 @@ def test_truncation_counted_and_reported(tmp_path):
     assert len(drop.datasets["train"]) + len(drop.datasets["val"]) == 100
 
 
+def first_entry(tmp_path):
+    (entry,) = [p for p in (tmp_path / "cache" / "tokenized").iterdir() if (p / "meta.json").is_file()]
+    return entry.name
+
+
 def test_tokenised_data_is_cached(tmp_path, monkeypatch):
     path = _jsonl(tmp_path, [BAD_ROWS["not_text"]])
     task = TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=4, chat_template=False,
                     max_bad_fraction=0.1)
     first = _datamodule(task, tmp_path)
-    assert list((tmp_path / "cache" / "tokenized").glob("*.pt"))
-    monkeypatch.setattr("dftlab.data.datamodule.encode", lambda *a, **k: pytest.fail("re-tokenised"))
+    assert [p.name for p in (tmp_path / "cache" / "tokenized").iterdir()] == [first_entry(tmp_path)]
+    monkeypatch.setattr("dftlab.data.tokenized.encode_example", lambda *a, **k: pytest.fail("re-tokenised"))
     second = _datamodule(TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=4,
                                   chat_template=False, max_bad_fraction=0.1), tmp_path)
     assert [e.input_ids for e in second.datasets["train"].rows] == [e.input_ids for e in first.datasets["train"].rows]

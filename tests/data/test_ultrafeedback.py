@@ -84,7 +84,8 @@ def test_the_best_mean_is_chosen_and_bad_rows_are_counted():
         None,
     ]
     records = best_responses(((f"f:{i + 1}", r) for i, r in enumerate(rows)), "f")
-    assert records.rows == [{"prompt": "q1", "response": "b"}, {"prompt": "q2", "response": "first"}]
+    assert records.rows == [{"prompt": "q1", "response": "b", "where": "f:1"},
+                            {"prompt": "q2", "response": "first", "where": "f:2"}]
     assert dict(records.skipped) == {
         "no_rating": 1,
         "missing_field": 1,

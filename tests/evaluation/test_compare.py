@@ -14,7 +14,7 @@ import yaml
 from dftlab.evaluation.stats import wilson
 from dftlab.formats.eval_points import COLUMNS, DIR, POINTS
 from dftlab.reporting.compare import main
-from tests.conftest import FAST_ON_BASE, ROOT
+from tests.conftest import FAST_ON_BASE, PYTHONPATH, ROOT
 
 SPLITS = ("test_id", "test_ood_cards")
 
@@ -97,7 +97,7 @@ def test_the_comparison_command(tmp_path):
         "'model.arch.num_hidden_layers=1','trainer.max_steps=2','data.task.n_train=64','data.task.n_val=16',"
         "'data.task.n_test=4','trainer.val_check_interval=2','eval.enabled=false']"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DFTLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "train.py", "-m", "experiment=compare", "loss=sft,dft", "seed=0", *FAST_ON_BASE, tiny_base,
          "eval.samples.n=2", "callbacks.eval_during_training.every_n_steps=1",

@@ -14,7 +14,7 @@ from dftlab.config import compose_config
 from dftlab.errors import ConfigError
 from dftlab.eval_run import RESULTS, SUMMARY, evaluate_from_config
 from dftlab.run import run
-from tests.conftest import ROOT, fast_cfg
+from tests.conftest import PYTHONPATH, ROOT, fast_cfg
 
 SPLITS = ["test_id", "test_ood_rule_all5", "test_ood_rule_all7", "test_ood_rule_faces11_13", "test_ood_cards"]
 
@@ -56,10 +56,29 @@ def test_a_run_directory(finished, tmp_path):
     assert (tmp_path / "config.yaml").exists()
 
 
+def test_a_run_from_a_gguf_base_evaluates_its_export(finished, tmp_path):
+    """A run that started from a GGUF file (model=smollm2-135m) exported a plain model: run= loads the export."""
+    from omegaconf import OmegaConf
+
+    from dftlab.eval_run import target
+
+    run_dir, _ = finished
+    gguf_run = tmp_path / "gguf_run"
+    gguf_run.mkdir()
+    (gguf_run / "export").symlink_to(run_dir / "export")
+    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    run_cfg.model.gguf_file = "model.Q4_1.gguf"
+    OmegaConf.save(run_cfg, gguf_run / "config.yaml")
+    t = target(compose_config([f"run={gguf_run}"], config_name="eval"))
+    assert t.model_cfg.name_or_path == str(gguf_run / "export") and t.model_cfg.gguf_file is None
+    table = _evaluate(tmp_path / "out", f"run={gguf_run}")
+    assert table["greedy"] == _evaluate(tmp_path / "plain", f"run={run_dir}")["greedy"]
+
+
 def test_a_checkpoint_through_eval_py(finished, tmp_path):
     """The command line itself, on the run's last checkpoint: the same weights as its export."""
     run_dir, summary = finished
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     proc = subprocess.run(
         [sys.executable, "eval.py", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}",
          "eval.splits=[test_id,test_ood_cards]"],

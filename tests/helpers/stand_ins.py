@@ -13,7 +13,8 @@ def make_stand_ins(root, n_first: int = 8):
     from dftlab.data.tokenizer import char_tokenizer
 
     tok = char_tokenizer(CHARS)
-    tok.chat_template = ("{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+    # roles and an end-of-turn token, as real templates have: the assistant turns are located in its rendering
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
                          "{% if add_generation_prompt %}assistant: {% endif %}")
     lm = tiny_lm("qwen2", vocab=len(tok), tie=True)
     lm.save_pretrained(root / "model")

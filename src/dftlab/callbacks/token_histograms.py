@@ -32,7 +32,7 @@ from dftlab.callbacks.distributed import gather_uneven
 from dftlab.callbacks.preemption import stop_from_callback
 from dftlab.data.collate import collate
 from dftlab.data.datamodule import EncodedDataset
-from dftlab.data.encode import encode
+from dftlab.data.encode import EncodeSettings, encode_example
 from dftlab.errors import ConfigError
 from dftlab.formats.token_probs import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges, point_name
 from dftlab.losses import IGNORE_INDEX
@@ -117,8 +117,8 @@ class TokenHistograms(L.Callback):
             return datamodule.datasets["train"], datamodule.collate_fn
         task = getattr(datamodule.task, "base", datamodule.task)
         tok = datamodule.tokenizer
-        encoded = [encode(tok, r["prompt"], r["response"], datamodule.max_length, task.chat_template)
-                   for r in task.train()]
+        settings = EncodeSettings(datamodule.max_length, task.chat_template, task.train_on)
+        encoded = [encode_example(tok, r, settings) for r in task.train()]  # pairs, conversations, documents
         return EncodedDataset([e for e in encoded if e is not None]), partial(collate, pad_id=tok.pad_token_id)
 
     def _prepare(self, trainer: L.Trainer) -> None:

@@ -17,12 +17,25 @@ from dftlab.losses import IGNORE_INDEX
 
 
 def _targets(e: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, shifted targets) of one example; targets built from lengths, not token ids."""
+    """(input ids, shifted targets) of one example; targets built from spans, not token ids."""
     ids = torch.tensor(e.input_ids, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
-    first = max(e.prompt_len, 1) - 1  # the position that predicts the first target token
-    labels[first:-1] = ids[first + 1 :]
+    for a, b in e.target_spans():  # position t predicts token t + 1
+        labels[a - 1 : b - 1] = ids[a:b]
     return ids, labels
+
+
+def _fields(e: Encoded, labels: torch.Tensor, names) -> dict[str, torch.Tensor]:
+    """Per-target-token values (`Encoded.fields`) at the positions of their targets, 0 elsewhere; NaN at
+    the targets of an example without them (beside examples that have them)."""
+    out = {}
+    where = labels != IGNORE_INDEX
+    for name in names:
+        row = torch.zeros(len(labels), dtype=torch.float32)
+        values = e.fields.get(name)
+        row[where] = math.nan if values is None else torch.tensor(values[: int(where.sum())], dtype=torch.float32)
+        out[name] = row
+    return out
 
 
 def pack(lengths: list[int], pack_length: int) -> list[list[int]]:
@@ -61,18 +74,17 @@ def collate(
     labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
     seq_ids = torch.zeros((n, width), dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
-    # reference log-probabilities given with the data, at their targets' positions (NaN: a row without)
-    ref_logp = torch.zeros((n, width)) if any(e.ref_logp is not None for _, e in examples) else None
+    # values given with the data (`ref_logp`, for engine.reference=dataset), aligned with `labels`
+    names = sorted({name for _, e in examples for name in e.fields})
+    fields = {name: torch.zeros((n, width), dtype=torch.float32) for name in names}
     for b, group in enumerate(groups):
         start = 0
         for k in group:
-            e = examples[k][1]
-            ids, targets = _targets(e)
+            ids, targets = _targets(examples[k][1])
             end = start + len(ids)
             input_ids[b, start:end], labels[b, start:end] = ids, targets
-            if ref_logp is not None:
-                first = start + max(e.prompt_len, 1) - 1
-                ref_logp[b, first : end - 1] = torch.tensor(e.ref_logp) if e.ref_logp is not None else math.nan
+            for name, values in _fields(examples[k][1], targets, names).items():
+                fields[name][b, start:end] = values
             attention_mask[b, start:end] = 1
             seq_ids[b, start:end] = k
             positions[b, start:end] = torch.arange(len(ids))
@@ -92,6 +104,5 @@ def collate(
     }
     if pack_length:
         batch["position_ids"] = positions
-    if ref_logp is not None:
-        batch["ref_logp"] = ref_logp
+    batch.update(fields)
     return batch

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
+from dftlab.data import tokenized
 from dftlab.data.collate import collate
-from dftlab.data.encode import Encoded, encode
+from dftlab.data.encode import Encoded, EncodeSettings
 from dftlab.data.fingerprint import rows_digest, tokenizer_digest
 from dftlab.data.sampler import EMPTY, StepBatchSampler
 from dftlab.errors import ConfigError
@@ -28,8 +24,8 @@ log = logging.getLogger(__name__)
 class EncodedDataset:
     """Indexed by the sampler's (row, step tokens) keys."""
 
-    def __init__(self, rows: list[Encoded]):
-        self.rows = rows
+    def __init__(self, rows: Sequence[Encoded]):
+        self.rows = rows  # a list, or `tokenized.EncodedRows` (Arrow, read on access)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -82,6 +78,7 @@ class DataModule(L.LightningDataModule):
         packing: bool = False,
         pack_length: int | None = None,
         num_workers: int = 0,
+        num_proc: int | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
         tokenizer=None,
@@ -95,6 +92,7 @@ class DataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.micro_batch_size = micro_batch_size
         self.max_length, self.truncation, self.num_workers, self.seed = max_length, truncation, num_workers, seed
+        self.num_proc = num_proc  # tokenisation worker processes (datasets.map)
         self.cache_dir = cache_dir
         # padding-free rows of at most pack_length tokens (bounded: attention grows with its square)
         self.pack_length = (pack_length or max_length) if packing else None
@@ -110,38 +108,8 @@ class DataModule(L.LightningDataModule):
         impossible combination says which numbers to change."""
         return BatchPlan(self.batch_size, world_size, self.micro_batch_size)
 
-    def _encode(self, split: str, rows: list[dict[str, str]]) -> tuple[list[Encoded], dict[str, int]]:
-        kept, counts = [], Counter()
-        with_ref = ["ref_logp" in row for row in rows]
-        if any(with_ref) and not all(with_ref):
-            where = rows[with_ref.index(False)].get("where", f"{split} row {with_ref.index(False)}")
-            raise ConfigError(f"{where}: no ref_logp field, while other rows have one: give it to every row or none")
-        for row in rows:
-            try:
-                e = encode(self.tokenizer, row["prompt"], row["response"], self.max_length, self.task.chat_template,
-                           ref_logp=row.get("ref_logp"))
-            except ValueError as err:
-                raise ConfigError(f"{row.get('where', split)}: {err}") from None
-            if e is None:
-                counts["truncated_away"] += 1
-            elif e.truncated:
-                counts["truncated_partly"] += 1  # reported in the run summary, whichever the policy
-                if self.truncation == "keep":
-                    kept.append(e)
-            else:
-                kept.append(e)
-        if not kept:
-            raise ConfigError(
-                f"the {split} split is empty after tokenisation ({dict(counts)}): "
-                f"raise data.max_length={self.max_length}"
-            )
-        return kept, dict(counts)
-
-    def _cache_path(self, fingerprint: str | None) -> Path | None:
-        if self.cache_dir is None or fingerprint is None:
-            return None
-        spec = [fingerprint, tokenizer_digest(self.tokenizer), self.max_length, self.truncation]
-        return Path(self.cache_dir) / "tokenized" / f"{hashlib.sha1(repr(spec).encode()).hexdigest()[:16]}.pt"
+    def settings(self) -> EncodeSettings:
+        return EncodeSettings(self.max_length, self.task.chat_template, self.task.train_on)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
@@ -149,42 +117,14 @@ class DataModule(L.LightningDataModule):
         if "train" in self.datasets:
             return
         self.source = self.task.fingerprint()  # what was read, even if the source changes later
-        cache = self._cache_path(self.source)
-        if cache is not None and cache.exists():
-            state = torch.load(cache, weights_only=True)
-            encoded = {split: [Encoded(*row) for row in rows] for split, rows in state["rows"].items()}
-            self.skipped = state["skipped"]
-        else:
-            encoded = {}
-            for split, rows in (("train", self.task.train()), ("val", self.task.val())):
-                encoded[split], self.skipped[split] = self._encode(split, rows)
-            if source := self.task.skipped():
-                self.skipped["source"] = source
-            if cache is not None:
-                self._save_cache(cache, encoded)
-        self._check_cut(encoded)
-        self.datasets = {split: EncodedDataset(rows) for split, rows in encoded.items()}
+        rows, self.skipped = tokenized.build(self.task, self.tokenizer, self.settings(), self.truncation,
+                                             self.num_proc, self.cache_dir,
+                                             model=self.tokenizer.name_or_path or "the model")
+        self.datasets = {split: EncodedDataset(r) for split, r in rows.items()}
 
-    def _check_cut(self, encoded: dict[str, list[Encoded]]) -> None:
-        """Rows cut away by `max_length` (and, with `truncation: drop`, rows cut at all) count toward
-        the task's bad-row limit (`max_bad_fraction`, 1% when the task has none), with its bad source rows."""
-        limit = getattr(self.task, "max_bad_fraction", 0.01)
-        counts = {s: self.skipped.get(s, {}) for s in encoded}
-        cut = sum(c.get("truncated_away", 0) + (c.get("truncated_partly", 0) if self.truncation == "drop" else 0)
-                  for c in counts.values())
-        source = sum(self.skipped.get("source", {}).values())
-        total = sum(len(rows) for rows in encoded.values()) + cut + source
-        if cut and (cut + source) / total > limit:
-            key = f" or data.task.max_bad_fraction={limit}" if hasattr(self.task, "max_bad_fraction") else ""
-            how = "cut away or cut" if self.truncation == "drop" else "cut away"
-            more = f" and {source} more are bad" if source else ""
-            raise ConfigError(
-                f"{cut} of {total} rows are dropped for data.max_length={self.max_length} (truncation="
-                f"{self.truncation}: {how}){more}: more than {limit:.0%} of the data; raise data.max_length{key}"
-            )
-        for split, c in counts.items():
-            if c:
-                log.warning("%s split: %s (max_length=%d, truncation=%s)", split, c, self.max_length, self.truncation)
+    def _encode(self, split: str, rows: list[dict]) -> tuple[Sequence[Encoded], dict[str, int]]:
+        """Rows tokenised outside `setup`'s cached splits (for a subclass's own splits)."""
+        return tokenized.encode_split(split, rows, self.tokenizer, self.settings(), self.truncation, self.num_proc)
 
     def identity(self) -> dict[str, str | None]:
         """What the run trains on, for a resume to compare: the tokenised rows, and, to name what
@@ -193,14 +133,6 @@ class DataModule(L.LightningDataModule):
         rows = {split: d.rows for split, d in self.datasets.items()}
         return {"rows": rows_digest(rows), "source": self.source,
                 "tokenizer": tokenizer_digest(self.tokenizer)}
-
-    def _save_cache(self, path: Path, encoded: dict[str, list[Encoded]]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = {split: [(e.input_ids, e.prompt_len, e.truncated, e.ref_logp) for e in es]
-                for split, es in encoded.items()}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"rows": rows, "skipped": self.skipped}, tmp)
-        os.replace(tmp, path)  # other ranks may be writing the same file
 
     def collate_fn(self, items):
         return collate(items, pad_id=self.tokenizer.pad_token_id, pack_length=self.pack_length)
@@ -211,7 +143,8 @@ class DataModule(L.LightningDataModule):
 
     def _sampler(self, split: str, global_batch: int, shuffle: bool) -> StepBatchSampler:
         rank, world = self._world()
-        counts = [e.n_targets for e in self.datasets[split].rows]
+        rows = self.datasets[split].rows
+        counts = rows.n_targets() if hasattr(rows, "n_targets") else [e.n_targets for e in rows]
         return StepBatchSampler(counts, global_batch, self.plan(world).micro, rank, world, shuffle, self.seed)
 
     def _progress(self) -> tuple[int, int]:

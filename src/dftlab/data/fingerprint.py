@@ -41,7 +41,7 @@ def tokenizer_digest(tokenizer) -> str:
 
 def rows_digest(splits: dict[str, list]) -> str:
     """SHA-256 of tokenised splits (`Encoded` rows, or pairs of them with `chosen` / `rejected`, in order):
-    what a run trains and validates on, exactly."""
+    what a run trains and validates on, exactly (the tokens, and which of them are targets)."""
     h = hashlib.sha256()
     for split in sorted(splits):
         h.update(f"\0{split}\0".encode())
@@ -49,4 +49,7 @@ def rows_digest(splits: dict[str, list]) -> str:
             sides = (row.chosen, row.rejected) if hasattr(row, "chosen") else (row,)
             for e in sides:
                 h.update(array("q", [len(e.input_ids), e.prompt_len, int(e.truncated), *e.input_ids]).tobytes())
+                spans = e.target_spans()
+                if spans != [(max(e.prompt_len, 1), len(e.input_ids))]:  # several target ranges (conversations)
+                    h.update(array("q", [-1, *(x for span in spans for x in span)]).tobytes())
     return h.hexdigest()

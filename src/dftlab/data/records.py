@@ -1,4 +1,4 @@
-"""Reading prompt/response records from files or the Hugging Face hub, with bad rows counted.
+"""Examples read from a source in any format (`formats.py`), with bad rows counted.
 
 A bad row is skipped and counted by reason, and the first file:line of each reason is kept for
 the report. Nothing is dropped silently: the counts go into the run's log and summary, and a
@@ -7,56 +7,96 @@ source whose bad fraction exceeds the configured limit is refused before trainin
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dftlab.errors import ConfigError, printable
+from dftlab.data import formats
+from dftlab.data.sources import file_rows
+from dftlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+COLUMN_ROWS = 1000  # the rows whose keys are a JSON-lines file's columns
 
-REASONS = ("malformed_json", "undecodable", "missing_field", "not_text", "empty_prompt", "empty_response")
+REASONS = ("malformed_json", "undecodable", "missing_field", "not_text", "empty_prompt", "empty_response",
+           "empty_text", "bad_message", "unknown_role", "no_assistant_turn")
+EXTRA = ("id", "ref_logp")  # carried from a source row to its example as they are
 
 
 @dataclass
 class Records:
-    rows: list[dict[str, str]]
     source: str
+    rows: list[dict] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     first_bad: dict[str, str] = field(default_factory=dict)  # reason -> "file:line"
+    n_good: int = 0  # usable rows seen (when streaming, `rows` does not keep them)
+    format: str | None = None  # the format the source was read as
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] += 1
         self.first_bad.setdefault(reason, where)
 
     def check(self, max_bad_fraction: float, key: str) -> None:
-        total = len(self.rows) + sum(self.skipped.values())
         bad = sum(self.skipped.values())
-        if not self.rows:
+        total = self.n_good + bad
+        if bad:
+            log.warning("%s: skipped %d of %d rows: %s (first at %s)", self.source, bad, total,
+                        dict(self.skipped), self.first_bad)
+        if not self.n_good:
             raise ConfigError(f"{self.source}: no usable rows (skipped: {dict(self.skipped) or 'none'})")
         if total and bad / total > max_bad_fraction:
             raise ConfigError(
                 f"{self.source}: {bad} of {total} rows are bad ({dict(self.skipped)}; first at {self.first_bad}), "
                 f"more than {key}={max_bad_fraction}: fix the data or raise {key}"
             )
-        if bad:
-            log.warning("%s: skipped %d of %d rows: %s (first at %s)", self.source, bad, total,
-                        dict(self.skipped), self.first_bad)
 
 
-def _text(value) -> str | None:
-    return value if isinstance(value, str) else None
+def examples(records: Records, rows: Iterable[tuple[str, object]], format: str, columns: dict[str, str],
+             available: set[str] | None = None) -> Iterator[dict]:
+    """The examples of `rows` ((where, dict or reason) pairs); bad rows are counted in `records`.
+
+    The format is resolved from `available` (the source's columns) or, when the source does not
+    declare them (JSON lines), from the keys of its first `COLUMN_ROWS` rows: a first row without a
+    column the others have is a `missing_field`, not a file without that column.
+    """
+    rows = iter(rows)
+    if available is None:
+        head = list(itertools.islice(rows, COLUMN_ROWS))
+        available = set().union(*(row for _, row in head if isinstance(row, dict)))
+        rows = itertools.chain(head, rows)
+    resolved = None
+    for where, row in rows:
+        if isinstance(row, str):
+            records.skip(row, where)
+            continue
+        if resolved is None:
+            resolved = formats.resolve(format, columns, available or set(row), records.source)
+            records.format = resolved[0].name
+        try:
+            example = formats.normalise(resolved[0], row, resolved[1])
+        except formats.Bad as bad:
+            records.skip(bad.reason, where)
+            continue
+        for extra in EXTRA:
+            if extra in row:
+                example[extra] = row[extra]
+        example["where"] = where  # named by errors found later (tokenisation)
+        records.n_good += 1
+        yield example
 
 
-def _encodable(text: str) -> bool:
-    """False for text with a lone surrogate (JSON's "\\ud800"): no tokenizer takes it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def read(source: str, rows: Iterable[tuple[str, object]], format: str = "auto", columns: dict[str, str] | None = None,
+         available: set[str] | None = None, max_rows: int | None = None) -> Records:
+    """Every example of a source, in memory (at most `max_rows`)."""
+    records = Records(source)
+    for example in examples(records, rows, format, dict(columns or {}), available):
+        records.rows.append(example)
+        if max_rows is not None and len(records.rows) >= max_rows:
+            break
+    return records
 
 
 def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> None:
@@ -64,101 +104,36 @@ def _take(records: Records, row: dict, columns: dict[str, str], where: str) -> N
     for role, column in columns.items():
         if row.get(column) is None:
             return records.skip("missing_field", where)
-        text = _text(row[column])
-        if text is None:
+        text = row[column]
+        if not isinstance(text, str):
             return records.skip("not_text", where)
-        if not _encodable(text):
-            return records.skip("undecodable", where)
         if not text.strip():
             return records.skip(f"empty_{role}", where)
         out[role] = text
-    for extra in ("id", "ref_logp"):
+    for extra in EXTRA:
         if extra in row:
             out[extra] = row[extra]
     out["where"] = where  # for errors found later (a ref_logp of the wrong length)
+    records.n_good += 1
     records.rows.append(out)
 
 
-def _check_columns(columns: dict[str, str], available: set[str], source: str, key: str) -> None:
-    for role, column in columns.items():
-        if column not in available:
-            raise ConfigError(printable(
-                f"{key}.{role}={column!r} is not a column of {source}; its columns are: {', '.join(sorted(available))}"
-            ))
-
-
-COLUMN_ROWS = 1000  # a column absent from every one of the first rows read is not a column of the file
-
-
 def read_jsonl(path: Path, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
-    """One JSON object per line (UTF-8, with or without a byte-order mark); bad lines are counted with
-    their line numbers. A column is refused as unknown when none of the first `COLUMN_ROWS` objects
-    has it (a row without it is a `missing_field`)."""
-    records = Records([], str(path))
-    seen_columns: set[str] = set()
-    objects = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if max_rows is not None and len(records.rows) >= max_rows:
-                break
-            where = f"{path}:{number}"
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
-            except UnicodeDecodeError:
-                records.skip("undecodable", where)
-                continue
-            except (ValueError, RecursionError):  # not JSON; or a number too long or nesting too deep for Python
-                records.skip("malformed_json", where)
-                continue
-            if not isinstance(row, dict):
-                records.skip("malformed_json", where)
-                continue
-            seen_columns |= set(row)
-            objects += 1
-            if objects == COLUMN_ROWS:
-                _check_columns(columns, seen_columns, str(path), key)
-            _take(records, row, columns, where)
-    if objects:
-        _check_columns(columns, seen_columns, str(path), key)
-    return records
-
-
-def read_json(path: Path, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
-    """A JSON array of row objects (a bad element is counted with its index); a `.json` file of
-    JSON lines is read as JSONL."""
-    try:
-        rows = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err})") from None
-    except (ValueError, RecursionError):
-        return read_jsonl(path, columns, key, max_rows)
-    if not isinstance(rows, list):
-        raise ConfigError(f"{path}: a JSON {type(rows).__name__}, not an array of rows (or one JSON object per line)")
-    records = Records([], str(path))
-    seen: set[str] = set()
-    for i, row in enumerate(rows):
+    """Rows of fixed text columns (rejection samples' {prompt, chosen, rejected}) from a JSON-lines file;
+    bad lines are counted with their line numbers, a missing column is refused naming `key`."""
+    records = Records(str(path))
+    checked = False
+    for where, row in file_rows(path):
         if max_rows is not None and len(records.rows) >= max_rows:
             break
-        if not isinstance(row, dict):
-            records.skip("malformed_json", f"{path}[{i}]")
+        if isinstance(row, str):
+            records.skip(row, where)
             continue
-        seen |= set(row)
-        _take(records, row, columns, f"{path}[{i}]")
-    if seen:
-        _check_columns(columns, seen, str(path), key)
-    return records
-
-
-def read_dataset(rows, source: str, columns: dict[str, str], key: str, max_rows: int | None = None) -> Records:
-    """Rows of a `datasets.Dataset` (hub or Parquet), with the column names checked up front."""
-    available = set(getattr(rows, "column_names", None) or [])
-    if available:
-        _check_columns(columns, available, source, key)
-    records = Records([], source)
-    for i, row in enumerate(rows):
-        if max_rows is not None and len(records.rows) >= max_rows:
-            break
-        _take(records, row, columns, f"{source}[{i}]")
+        if not checked:
+            for role, column in columns.items():
+                if column not in row:
+                    raise ConfigError(f"{key}.{role}={column!r} is not a column of {path}; its columns are: "
+                                      f"{', '.join(sorted(row))}")
+            checked = True
+        _take(records, row, columns, where)
     return records

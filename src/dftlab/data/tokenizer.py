@@ -13,15 +13,20 @@ SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 GAME_CHARS = "0123456789AJQK=,|:;+-*/ \n"
 
 
-def char_tokenizer(chars: str = GAME_CHARS) -> PreTrainedTokenizerFast:
-    """One token per character of `chars`, plus <pad>, <s>, </s> and <unk> (ids 0-3)."""
-    vocab = {tok: i for i, tok in enumerate(SPECIAL.values())}
+def char_backend(chars: str, tokens: tuple[str, ...] = ()) -> Tokenizer:
+    """The tokenizers model: the special tokens (ids 0-3), then `tokens`, then one per character of `chars`."""
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL.values(), *tokens])}
     for ch in dict.fromkeys(chars):
         vocab.setdefault(ch, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL["unk"]))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     backend.decoder = decoders.Fuse()
+    return backend
+
+
+def char_tokenizer(chars: str = GAME_CHARS) -> PreTrainedTokenizerFast:
+    """One token per character of `chars`, plus <pad>, <s>, </s> and <unk> (ids 0-3)."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+        tokenizer_object=char_backend(chars),
         **{f"{k}_token": v for k, v in SPECIAL.items()},
     )

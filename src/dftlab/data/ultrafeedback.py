@@ -15,11 +15,10 @@ by source (Evol-Instruct first), and its first 10,000 rows would be one source o
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 from collections.abc import Iterable
-from pathlib import Path
+from functools import cached_property
 
 from dftlab.data.records import Records
 from dftlab.data.text_task import TextTask
@@ -39,13 +38,13 @@ def mean_rating(completion: dict) -> float | None:
     return sum(ratings) / len(ratings) if ratings else None
 
 
-def best_responses(rows: Iterable[tuple[str, dict | None]], source: str) -> Records:
-    """Per (where, row): the prompt and its best-rated response; a row that is None (unreadable)
-    or bad is counted by reason, with the first place of each reason."""
-    records = Records([], source)
+def best_responses(rows: Iterable[tuple[str, dict | str | None]], source: str) -> Records:
+    """Per (where, row): the prompt and its best-rated response; a row that is None (unreadable), the
+    reason it could not be read (`sources.py`), or bad is counted by reason, with the first place of each."""
+    records = Records(source)
     for where, row in rows:
-        if row is None:
-            records.skip("malformed_json", where)
+        if row is None or isinstance(row, str):
+            records.skip(row or "malformed_json", where)
             continue
         instruction, completions = row.get("instruction"), row.get("completions")
         if not isinstance(instruction, str) or not isinstance(completions, list) or not completions:
@@ -62,19 +61,9 @@ def best_responses(rows: Iterable[tuple[str, dict | None]], source: str) -> Reco
         elif not isinstance(response, str) or not response.strip():
             records.skip("empty_response", where)
         else:
-            records.rows.append({"prompt": instruction, "response": response})
+            records.rows.append({"prompt": instruction, "response": response, "where": where})
+            records.n_good += 1
     return records
-
-
-def _jsonl(path: Path) -> Iterable[tuple[str, dict | None]]:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    row = None
-                yield f"{path}:{number}", row if isinstance(row, dict) else None
 
 
 class UltraFeedbackTask(TextTask):
@@ -88,37 +77,22 @@ class UltraFeedbackTask(TextTask):
         kwargs.setdefault("columns", {"prompt": "instruction", "response": "completions"})
         super().__init__(path, **kwargs)
 
-    def _rows(self) -> Iterable[tuple[str, dict | None]]:
-        local = self._local()
-        if local is not None and local.suffix == ".jsonl":
-            return _jsonl(local)
-        import datasets
-
-        if local is None:
-            rows = datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision)
-        elif local.is_dir():
-            rows = datasets.load_from_disk(str(local))
-            rows = rows[self.split] if isinstance(rows, datasets.DatasetDict) else rows
-        else:
-            kind = {".parquet": "parquet", ".json": "json"}.get(local.suffix, "json")
-            rows = datasets.load_dataset(kind, data_files=str(local), split="train")
-        return ((f"{self.path}[{i}]", dict(r)) for i, r in enumerate(rows))
-
-    @property
+    @cached_property
     def records(self) -> Records:
-        if self._records is None:
-            records = best_responses(self._rows(), self.path)
-            # the bad fraction is that of the whole set, before the sample is drawn
-            records.check(self.max_bad_fraction, "data.task.max_bad_fraction")
-            random.Random(f"ultrafeedback:{self.seed}").shuffle(records.rows)
-            if self.max_rows is not None:
-                del records.rows[self.max_rows + self.val_size :]
-            if len(records.rows) <= self.val_size:
-                raise ConfigError(
-                    f"{self.path}: {len(records.rows)} usable prompts, not more than data.task.val_size={self.val_size}"
-                )
-            self._records = records
-        return self._records
+        records = best_responses(self.source.rows(), self.path)
+        # the bad fraction is that of the whole set, before the sample is drawn
+        records.check(self.max_bad_fraction, "data.task.max_bad_fraction")
+        random.Random(f"ultrafeedback:{self.seed}").shuffle(records.rows)
+        if self.max_rows is not None:
+            del records.rows[self.max_rows + self.val_size :]
+        if len(records.rows) <= self.val_size:
+            raise ConfigError(
+                f"{self.path}: {len(records.rows)} usable prompts, not more than data.task.val_size={self.val_size}"
+            )
+        return records
+
+    def head(self, n: int) -> list[dict]:
+        return self.records.rows[:n]
 
     def fingerprint(self) -> str:
         return hashlib.sha1(f"{super().fingerprint()}:best-mean-rating".encode()).hexdigest()[:16]

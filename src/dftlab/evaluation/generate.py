@@ -91,29 +91,32 @@ def generate_completions(
         )
         check()
         return out
-    device = next(lm.parameters()).device
+    common = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, batch_size=batch_size,
+                  seed=seed, stop=stop, synced_gpus=synced_gpus, journal=journal, key=[prompts, chat_template],
+                  interruptible=interruptible)
+    if getattr(tokenizer, "image_processor", None) is not None:  # prompts with images (dftlab.vision)
+        from dftlab.vision.generate import generate_with_images
+
+        return generate_with_images(lm, tokenizer, prompts, **common)
     encoded = [prompt_ids(tokenizer, p, chat_template) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    sample = temperature > 0
-    eos = stop_token_ids(getattr(lm, "generation_config", None), tokenizer)
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=temperature if sample else None,
-        top_p=top_p if sample else None,
-        # explicit neutral values: a value left unset is taken from the model's own generation
-        # config (an instruct model's top_k=20, repetition_penalty=1.05), which the paper's
-        # sampling and the vLLM backend do not apply
-        top_k=0 if sample else None,
-        repetition_penalty=1.0,
-        num_return_sequences=n,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-        use_cache=True,
-    )
-    out: list[list[Completion]] = [[] for _ in prompts]
+    return generate_ids(lm, tokenizer, encoded, **common)
+
+
+@torch.no_grad()
+def generate_ids(lm, tokenizer, encoded: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float,
+                 n: int, batch_size: int, seed: int, stop: list[str] | None, synced_gpus: bool,
+                 inputs=lambda idx: {}, journal: Journal | None = None, key=None,
+                 interruptible: bool = False) -> list[list[Completion]]:
+    """`generate_completions` from encoded prompts; `inputs(idx)`: more model inputs for the prompts `idx` of
+    a batch (e.g. their images), on the CPU. `key`: what names the prompts in the `journal` (default: the ids)."""
+    check = stopping.check if interruptible else lambda: None
+    device = next(lm.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    config, eos = generation_config(lm, tokenizer, max_new_tokens, temperature, top_p, n)
+    out: list[list[Completion]] = [[] for _ in encoded]
     per_batch = max(1, batch_size // n)
-    done = journal.batches(prompts, [config.to_dict(), chat_template, per_batch, seed, stop]) if journal else {}
+    spec = [config.to_dict(), per_batch, seed, stop]
+    done = journal.batches(encoded if key is None else key, spec) if journal else {}
     if done:
         log.info("resuming a stopped generation: %d of %d batches already finished", len(done),
                  -(-len(order) // per_batch))
@@ -127,7 +130,7 @@ def generate_completions(
         for b, start in enumerate(range(0, len(order), per_batch)):
             idx = order[start : start + per_batch]
             if b in done:
-                for r, kept in zip(idx, done[b]):
+                for r, kept in zip(idx, done[b], strict=True):
                     out[r] = list(kept)
                 continue
             check()
@@ -138,9 +141,10 @@ def generate_completions(
                 ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[r, width - len(encoded[i]) :] = 1
             torch.manual_seed(seed * 1_000_003 + b)
+            extra = {k: v.to(device) for k, v in inputs(idx).items()}
             gen = lm.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                synced_gpus=synced_gpus, stopping_criteria=stoppers(width),
+                synced_gpus=synced_gpus, stopping_criteria=stoppers(width), **extra,
             )
             check()  # a batch cut short by the signal is not kept
             new = gen[:, width:].cpu()
@@ -149,3 +153,25 @@ def generate_completions(
             if journal:
                 journal.add(b, [out[i] for i in idx])
     return out
+
+
+def generation_config(lm, tokenizer, max_new_tokens: int, temperature: float, top_p: float,
+                      n: int) -> tuple[GenerationConfig, list[int]]:
+    """The decoding settings (greedy when `temperature` is 0) and the tokens that end a completion."""
+    sample = temperature > 0
+    eos = stop_token_ids(getattr(lm, "generation_config", None), tokenizer)
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature if sample else None,
+        top_p=top_p if sample else None,
+        # explicit neutral values: a value left unset is taken from the model's own generation
+        # config (an instruct model's top_k=20, repetition_penalty=1.05), which the paper's
+        # sampling and the vLLM backend do not apply
+        top_k=0 if sample else None,
+        repetition_penalty=1.0,
+        num_return_sequences=n,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+    ), eos

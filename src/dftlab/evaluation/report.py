@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM
 
 from dftlab.evaluation import vllm_backend
 from dftlab.evaluation.journal import Journal
 from dftlab.evaluation.runner import SplitResult, evaluate
 from dftlab.evaluation.settings import EvalSettings, Sampling
 from dftlab.evaluation.table import describe, format_table
+from dftlab.vision.models import auto_class
 
 HEADLINE = "test/mean_acc"
 PARTIAL = "partial"  # eval/partial/: the finished generate batches of an evaluation that was stopped
@@ -34,7 +34,8 @@ def load_for_generation(path, settings: EvalSettings, trust_remote_code: bool = 
     if settings.backend == "vllm":
         return vllm_backend.load(path, trust_remote_code=trust_remote_code, seed=settings.seed, **settings.vllm_args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code).to(device)
+    auto = auto_class(path)  # a vision-language model loads with its image-text-to-text class
+    return auto.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code).to(device)
 
 
 def evaluate_model(lm, tokenizer, task, settings: EvalSettings, journal: Journal | None = None) -> ModelResults:
@@ -76,20 +77,33 @@ def rows(results: ModelResults) -> dict:
     }
 
 
+def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings, journal: Journal | None) -> ModelResults:
+    if not cfg.model.get("gguf_file"):
+        return evaluate_path(base_path, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code")), journal)
+    # a GGUF file inside base_path: loaded (de-quantized) as training loads it, without the run's LoRA
+    from dftlab.eval_run import Target, generation_model
+
+    model = OmegaConf.merge(cfg.model, {"lora": {"r": 0}})
+    with generation_model(Target("base", model, cfg.data), tokenizer, settings) as lm:
+        return evaluate_model(lm, tokenizer, task, settings, journal)
+
+
 def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings, journal: Journal | None) -> dict:
     """A base model's results, cached beside it (keyed by the evaluation and the test data; not by
     the seed: every fine-tune of one base shares one measurement of it)."""
-    spec = json.dumps(
-        [OmegaConf.to_container(cfg.eval, resolve=True), OmegaConf.to_container(cfg.data.task, resolve=True),
-         bool(cfg.trainer.get("fast_dev_run")), settings.backend],
-        sort_keys=True,
-    )
-    cache = Path(base_path) / f"eval-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.json"
+    key = [OmegaConf.to_container(cfg.eval, resolve=True), OmegaConf.to_container(cfg.data.task, resolve=True),
+           bool(cfg.trainer.get("fast_dev_run")), settings.backend]
+    folder = Path(base_path)
+    if cfg.model.get("gguf_file"):  # often in an installed package's folder: cached with the run's other caches
+        key += [str(base_path), cfg.model.gguf_file]
+        folder = Path(cfg.paths.cache_dir) / "base_evals"
+        folder.mkdir(parents=True, exist_ok=True)
+    spec = json.dumps(key, sort_keys=True)
+    cache = folder / f"eval-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    trust = bool(cfg.model.get("trust_remote_code"))
-    results = rows(evaluate_path(base_path, tokenizer, task, settings, trust, journal))
-    if Path(base_path).is_dir():
+    results = rows(_evaluate_base(cfg, task, tokenizer, base_path, settings, journal))
+    if folder.is_dir():
         cache.write_text(json.dumps(results, indent=2))
     return results
 

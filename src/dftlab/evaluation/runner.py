@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from dftlab.errors import ConfigError
@@ -28,6 +29,11 @@ def select(task, splits: list[str] | None, max_problems: int | None, key: str = 
     return {name: rows[:max_problems] for name, rows in available.items() if splits is None or name in splits}
 
 
+def _key(prompt) -> str:
+    """A prompt as a dict key: a string, or a conversation's messages (`ReferenceTask`) as JSON."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
 def generate_and_score(
     lm,
     tokenizer,
@@ -49,11 +55,11 @@ def generate_and_score(
     and HumanEval+ grade the same completions). A task's `stop` strings (optional) end completions.
     `journal`, `interruptible`: see `generate`."""
     rows = [row for split_rows in problems.values() for row in split_rows]
-    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    prompts = {_key(r["prompt"]): r["prompt"] for r in rows}  # each prompt once, in order
     unique = generate(
         lm,
         tokenizer,
-        prompts,
+        list(prompts.values()),
         chat_template=task.chat_template,
         max_new_tokens=task.max_new_tokens(),
         temperature=temperature,
@@ -66,8 +72,8 @@ def generate_and_score(
         journal=journal,
         interruptible=interruptible,
     )
-    by_prompt = dict(zip(prompts, unique))
-    completions = [by_prompt[r["prompt"]] for r in rows]
+    by_prompt = dict(zip(prompts, unique, strict=True))
+    completions = [by_prompt[_key(r["prompt"])] for r in rows]
     flat_rows = [row for row, outs in zip(rows, completions) for _ in outs]
     flat = [c for outs in completions for c in outs]
     scores = task.score_many(flat_rows, flat)
