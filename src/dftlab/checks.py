@@ -406,13 +406,13 @@ def data_rows(tasks) -> None:
 
 def environment(cfg: DictConfig, tasks=None) -> None:
     """What `cli.train` checks after `config.validate`, before the model is resolved (the embedded
-    base possibly built): the GPU, the architecture, the chat template, a local data file's rows,
-    the embedded base's tokenizer on the first rows."""
+    base possibly built): the GPU, the architecture, the chat template, the embedded base's
+    tokenizer on the first rows, a local data file's rows."""
     from dftlab.data.guards import check_head
 
     accelerator(cfg)
     model_architecture(cfg)
     tasks = train_tasks(cfg) if tasks is None else tasks
     chat_template(cfg, tasks)
+    check_head(cfg.model, cfg.data)  # before the whole file is read: a tokenizer that cannot read it says so first
     data_rows(tasks)
-    check_head(cfg.model, cfg.data)
