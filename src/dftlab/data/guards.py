@@ -80,7 +80,9 @@ def _template_in(folder: Path):
 def chat_template_of(model: DictConfig):
     """The tokenizer's chat template read from its files: a string, None (it has none) or UNKNOWN."""
     if _embedded(model):
-        return None  # the character tokenizer of the embedded base and of fresh scratch models
+        # the character tokenizer of the embedded base and of scratch models has none; its vision-language
+        # twin (model=vl_scratch, and the base of model=vl_base) has one
+        return UNKNOWN if "vision_config" in (model.get("arch") or {}) or "image_processor" in model else None
     source = str(model.get("tokenizer") or model.name_or_path)
     folder = Path(source).expanduser()
     gguf = model.get("gguf_file")
