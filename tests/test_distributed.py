@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+
 from dftlab.reporting.runs import load_run
 from dftlab.vision.models import auto_class
 from tests.conftest import FAST, PYTHONPATH, ROOT

@@ -96,6 +96,19 @@ def test_rows_cut_away_by_max_length_count_toward_the_bad_row_limit(tmp_path):
     assert dm.skipped["train"]["truncated_away"] + dm.skipped["val"].get("truncated_away", 0) == 70
 
 
+def test_a_first_batch_cut_away_whole_still_tokenises_the_rest(tmp_path):
+    """The first 256 rows of a split (one `datasets.map` batch) all cut away: their empty columns do not
+    fix the types."""
+    rows = [{"q": "9" * 40, "a": "1"}] * 300 + [{"q": "1+1=", "a": "2"}] * 44
+    path = _jsonl(tmp_path / "t.jsonl", [json.dumps(r) for r in rows])
+    task = TextTask(str(path), columns=COLUMNS, val_size=4, chat_template=False, max_bad_fraction=0.9)
+    dm = _datamodule(task, tmp_path, max_length=20)
+    tok = char_tokenizer("0123456789+=-*/ abcdefghijklmnopqrstuvwxyz")
+    kept = [e for s in ("train", "val") for e in dm.datasets[s].rows]
+    assert len(kept) == 44
+    assert all(tok.decode(e.input_ids, skip_special_tokens=True).replace(" ", "").startswith("1+1=2") for e in kept)
+
+
 def test_control_characters_are_escaped_in_messages(tmp_path):
     assert printable("a\x1b[31mred\r\u202ex\ty") == "a\\x1b[31mred\\r\\u202ex\\ty"
     assert printable("two\nlines", keep_newlines=True) == "two\nlines"

@@ -55,6 +55,19 @@ class EncodedRows(Sequence):
         return list(self.table["n_targets"])
 
 
+def _features() -> datasets.Features:
+    """The columns `_encode_batch` writes, declared: a first batch whose rows are all cut away (empty lists,
+    no per-token values) would otherwise fix their types as null."""
+    v = datasets.Value
+    ints = datasets.Sequence(v("int64"))
+    return datasets.Features({
+        "input_ids": ints, "prompt_len": v("int64"), "truncated": v("bool"), "spans": datasets.Sequence(ints),
+        "n_targets": v("int64"), "n_tokens": v("int64"), "n_unk": v("int64"), "status": v("string"),
+        "where": v("string"), **{name: datasets.Sequence(v("float64")) for name in TOKEN_FIELDS},
+        **{f"given_{name}": v("bool") for name in TOKEN_FIELDS},
+    })
+
+
 def _encode_batch(batch: dict, tokenizer, settings: EncodeSettings) -> dict:
     out = {k: [] for k in ("input_ids", "prompt_len", "truncated", "spans", "n_targets", "n_tokens", "n_unk",
                            "status", "where", *TOKEN_FIELDS, *(f"given_{name}" for name in TOKEN_FIELDS))}
@@ -115,7 +128,8 @@ def _tokenise(name: str, rows, tokenizer, settings: EncodeSettings, num_proc: in
     kwargs = {"keep_in_memory": True} if folder is None else {"cache_file_name": str(folder / f"{name}.arrow")}
     procs = num_proc if num_proc and num_proc > 1 and len(raw) >= 2 * num_proc else None
     return raw.map(_encode_batch, batched=True, batch_size=256, num_proc=procs, remove_columns=["row"],
-                   fn_kwargs={"tokenizer": tokenizer, "settings": settings}, desc=f"tokenising {name}", **kwargs)
+                   features=_features(), fn_kwargs={"tokenizer": tokenizer, "settings": settings},
+                   desc=f"tokenising {name}", **kwargs)
 
 
 def _check(name: str, table: datasets.Dataset) -> Counter:
