@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))  # runs go to the checkout's logs/
 
-from dftlab.commands import eval_app  # noqa: E402
+from dftlab.commands import evaluate  # noqa: E402
 
 if __name__ == "__main__":
-    eval_app()
+    evaluate()

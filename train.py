@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("DFTLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))  # runs go to the checkout's logs/
 
-from dftlab.commands import train_app  # noqa: E402
+from dftlab.commands import train  # noqa: E402
 
 if __name__ == "__main__":
-    train_app()
+    train()

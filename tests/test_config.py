@@ -109,7 +109,7 @@ def test_setup_refuses_an_unresolved_embedded_base(tmp_path):
 
 
 @pytest.mark.parametrize("override, match", [
-    ("data.batch_size=3.5", "data.batch_size=3.5 is not allowed: a whole number of rows"),
+    ("data.batch_size=3.5", "data.batch_size=3.5 is not allowed: a whole number"),
     ("engine.auto_mib=-1", "engine.auto_mib=-1.0 is not allowed"),
 ])
 def test_typed_settings_name_the_key(override, match):

@@ -1,4 +1,5 @@
-"""Two processes on CPU (gloo): DDP and FSDP2 fit, save, resume, export; chunked == naive under FSDP2."""
+"""Two processes on CPU (gloo): DDP and FSDP2 fit, save, resume, export (FSDP2 also with a vision-language
+model: its decoder layers and vision blocks sharded); chunked == naive under FSDP2."""
 
 import os
 import subprocess
@@ -6,9 +7,9 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from dftlab.reporting.runs import load_run
+from dftlab.vision.models import auto_class
 from tests.conftest import FAST, PYTHONPATH, ROOT
 
 pytestmark = pytest.mark.slow
@@ -17,13 +18,14 @@ STRATEGIES = {
     "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
     "fsdp": ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy.param_dtype=null"],
 }
-COMMON = [*FAST, "loss=dft", "data.batch_size=8", "data.micro_batch_size=2", "trainer.max_steps=6",
+MODELS = {"text": FAST, "vision": ["experiment=game24_vision", "debug=tiny_vision"]}
+COMMON = ["loss=dft", "data.batch_size=8", "data.micro_batch_size=2", "trainer.max_steps=6",
           "trainer.max_epochs=-1", "trainer.log_every_n_steps=1", "eval.enabled=false", "~callbacks.token_histograms"]
 
 
-def train(run_dir, *overrides, cache):
+def train(run_dir, *overrides, cache, model="text"):
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "train.py", *COMMON, f"hydra.run.dir={run_dir}", *overrides],
+    proc = subprocess.run([sys.executable, "train.py", *MODELS[model], *COMMON, f"hydra.run.dir={run_dir}", *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return load_run(run_dir)
@@ -33,22 +35,24 @@ def losses(run):
     return {step: value for step, value in run.history("train/loss")}
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_fit_save_resume_export(tmp_path, strategy):
-    args = STRATEGIES[strategy]
-    full = train(tmp_path / "full", *args, cache=tmp_path / "cache")
+@pytest.mark.parametrize("strategy, model", [("ddp", "text"), ("fsdp", "text"), ("fsdp", "vision")])
+def test_fit_save_resume_export(tmp_path, strategy, model):
+    args, cache = STRATEGIES[strategy], tmp_path / "cache"
+    full = train(tmp_path / "full", *args, cache=cache, model=model)
     stop = "+callbacks.stop._target_=tests.helpers.stop_at.StopAt"
-    cut = train(tmp_path / "cut", *args, stop, "+callbacks.stop.step=3", cache=tmp_path / "cache")
+    cut = train(tmp_path / "cut", *args, stop, "+callbacks.stop.step=3", cache=cache, model=model)
     assert cut.summary["preempted"] and cut.summary["steps"] == 3
-    resumed = train(tmp_path / "cut", *args, "ckpt_path=last", cache=tmp_path / "cache")
+    resumed = train(tmp_path / "cut", *args, "ckpt_path=last", cache=cache, model=model)
     assert resumed.summary["steps"] == 6
     expected, got = losses(full), losses(resumed)
     assert sorted(got) == list(range(6))  # logged at steps 0..5: the first run's 0..2, then 3..5
     for step in range(3, 6):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), step
-    # the export is one consolidated Hugging Face model, equal in both runs
-    a = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "export").state_dict()
-    b = AutoModelForCausalLM.from_pretrained(tmp_path / "cut" / "export").state_dict()
+    # the export is one consolidated Hugging Face model (with its vision tower), equal in both runs
+    auto = auto_class(tmp_path / "full" / "export")
+    assert (auto.__name__ == "AutoModelForImageTextToText") == (model == "vision")
+    a = auto.from_pretrained(tmp_path / "full" / "export").state_dict()
+    b = auto.from_pretrained(tmp_path / "cut" / "export").state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
 
@@ -67,7 +71,7 @@ def test_chunked_equals_naive_under_fsdp(tmp_path, loss):
 def test_multirun_of_ddp_jobs(tmp_path):
     """Each job of a Hydra multirun gets its own process group and output directory."""
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "DFTLAB_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "train.py", "-m", *COMMON, *STRATEGIES["ddp"], "loss=sft,dft",
+    proc = subprocess.run([sys.executable, "train.py", "-m", *FAST, *COMMON, *STRATEGIES["ddp"], "loss=sft,dft",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

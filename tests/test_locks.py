@@ -5,6 +5,7 @@ import errno
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -71,6 +72,48 @@ def test_without_flock_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, mo
             with locks.exclusive(tmp_path, "x"):
                 pass
     assert not (tmp_path / locks.PID_LOCK).exists()  # removed on exit
+
+
+def test_a_waiting_lock_says_so_once_and_is_taken_when_its_holder_ends(tmp_path, caplog):
+    """What the embedded base's build uses: a second process waits for the first instead of being refused."""
+    holder = _holder(tmp_path)
+    threading.Timer(1.0, holder.kill).start()
+    started = time.monotonic()
+    with caplog.at_level("WARNING"), locks.exclusive(tmp_path, "the base is being built", wait=True):
+        waited = time.monotonic() - started
+        with pytest.raises(ConfigError, match=f"in use by process {os.getpid()}"):  # held by this process now
+            with locks.exclusive(tmp_path, "x"):
+                pass
+    holder.wait()
+    assert waited >= 0.9
+    assert caplog.text.count("waiting for it") == 1
+    assert f"{tmp_path / locks.LOCK} is held by process {holder.pid} on " in caplog.text
+    assert "the base is being built; waiting for it" in caplog.text
+
+
+def test_locks_of_one_folder_with_other_names_are_independent(tmp_path):
+    with locks.exclusive(tmp_path, "x"), locks.exclusive(tmp_path, "x", name=".base-a.lock"):
+        with locks.exclusive(tmp_path, "x", name=".base-b.lock"):
+            with pytest.raises(ConfigError, match="in use by process"):
+                with locks.exclusive(tmp_path, "x", name=".base-a.lock"):
+                    pass
+    assert {p.name for p in tmp_path.iterdir()} == {locks.LOCK, ".base-a.lock", ".base-b.lock"}
+
+
+def test_without_flock_a_waiting_lock_waits_for_its_holder_to_end(tmp_path, monkeypatch, caplog):
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locks.fcntl, "flock", no_flock)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (tmp_path / ".base-a.lock.pid").write_text(f'{{"pid": {alive.pid}, "host": "{locks.socket.gethostname()}", '
+                                               f'"since": "earlier"}}')
+    threading.Timer(1.0, lambda: (alive.kill(), alive.wait())).start()  # reaped: a zombie's pid still answers
+    started = time.monotonic()
+    with caplog.at_level("WARNING"), locks.exclusive(tmp_path, "building", name=".base-a.lock", wait=True):
+        assert time.monotonic() - started >= 0.9
+        assert f"is held by process {alive.pid}" in caplog.text and "building; waiting for it" in caplog.text
+    assert not (tmp_path / ".base-a.lock.pid").exists()
 
 
 @pytest.mark.parametrize("env, rank", [({}, 0), ({"RANK": "3"}, 3), ({"LOCAL_RANK": "1"}, 2),

@@ -98,9 +98,11 @@ def test_sigterm_mid_epoch_in_a_real_process_then_resume(tmp_path):
         if metrics.exists() and len(metrics.read_text().splitlines()) > 8:
             break
         time.sleep(0.05)
+    sent = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out.decode()[-3000:]
+    assert time.perf_counter() - sent < 10  # the step finished, the checkpoint saved, the process gone
     summary = json.loads((cut_dir / "summary.json").read_text())
     stopped = summary["steps"]
     assert summary.get("preempted") and 0 < stopped < 40

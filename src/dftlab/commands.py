@@ -1,5 +1,6 @@
 """The console commands `dftlab-train` and `dftlab-eval` (and what `python train.py` / `python eval.py` run
-in a checkout): Hydra apps over the packaged configs, with the same arguments.
+in a checkout): Hydra apps over the packaged configs, with the same arguments, and the exit statuses
+of `dftlab.entry` (2 for a configuration or data error, 0 after a stop signal, 130 after Ctrl-C).
 
 Runs are written under the working directory's `logs/` (`paths.root_dir`, `$DFTLAB_ROOT`; a checkout's
 train.py points it at the checkout). The embedded base and the tokenised data are cached in
@@ -9,51 +10,32 @@ else `~/.cache/dftlab`), so that the base is built once per machine, not once pe
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from dftlab import entry
 from dftlab.config import CONFIG_DIR
-
-log = logging.getLogger("dftlab")
 
 
 def user_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dftlab"
 
 
-def _fail(err: Exception) -> None:
-    log.error("%s", err)
-    sys.exit(2)
-
-
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def train_app(cfg: DictConfig) -> float | None:
-    from dftlab.cli import train
-    from dftlab.errors import ConfigError
+    from dftlab import cli
 
-    try:
-        summary = train(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        _fail(err)
-    return summary.get("val_ce")
+    return entry.run_task(cli.train, cfg).get("val_ce")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def eval_app(cfg: DictConfig) -> None:
-    from dftlab.errors import ConfigError
-    from dftlab.eval_run import evaluate_from_config
-    from dftlab.run import quiet_logs
+    from dftlab import cli
 
-    quiet_logs()
-    try:
-        evaluate_from_config(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        _fail(err)
+    entry.run_task(cli.evaluate, cfg)
 
 
 def _installed() -> None:
@@ -64,10 +46,10 @@ def _installed() -> None:
 def train() -> None:
     """`dftlab-train`: `python train.py` for an installed package."""
     _installed()
-    train_app()
+    entry.main(train_app)
 
 
 def evaluate() -> None:
     """`dftlab-eval`: `python eval.py` for an installed package."""
     _installed()
-    eval_app()
+    entry.main(eval_app)

@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab.errors import ConfigError
+from dftlab.errors import ConfigError, safe_name
 from dftlab.settings import BatchPlan, EngineSettings, require
 
 
@@ -43,7 +43,7 @@ def job_dirname(num, overrides: str, limit: int = 150) -> str:
     return f"{name[: limit - 9]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
 
 
-for _name, _fn in (("package_dir", package_dir), ("job_dirname", job_dirname)):
+for _name, _fn in (("package_dir", package_dir), ("job_dirname", job_dirname), ("safe_name", safe_name)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 # typed groups: their keys, types and defaults are the dataclasses'
@@ -79,14 +79,11 @@ def world_size(trainer: DictConfig) -> int:
 
 def validate(cfg: DictConfig) -> None:
     """Range checks of what Hydra's schema cannot know; the loss checks its own parameters."""
-    o, d = cfg.optim, cfg.data
-    require(o.lr > 0, "optim.lr", o.lr, "the learning rate must be > 0")
-    require(0 <= o.warmup_ratio < 1, "optim.warmup_ratio", o.warmup_ratio, "need 0 <= warmup_ratio < 1")
-    require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "need >= 0")
-    betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
-    require(betas_ok, "optim.betas", list(o.betas), "two values in [0, 1)")
-    require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "null or > 0")
-    require(d.max_length >= 2, "data.max_length", d.max_length, "must be >= 2")
+    from dftlab import checks
+
+    checks.values(cfg)  # finiteness and ranges of single values (optim.lr, seed, ...)
+    checks.types(cfg)  # the arguments of every _target_ object (a loss, a callback)
+    d = cfg.data
     BatchPlan(d.batch_size, world_size(cfg.trainer), d.get("micro_batch_size"))
     accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
     require(accumulate == 1, "trainer.accumulate_grad_batches", accumulate,

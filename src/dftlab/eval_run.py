@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dftlab import checkpoints
+from dftlab import checkpoints, checks
 from dftlab.config import instantiate
 from dftlab.embedded_base import resolve_model
 from dftlab.errors import ConfigError
@@ -95,10 +95,10 @@ def target(cfg: DictConfig) -> Target:
     return Target(label, resolve_model(cfg), cfg.data)
 
 
-def _task(cfg: DictConfig, t: Target):
+def _task(cfg: DictConfig, data_cfg: DictConfig):
     if cfg.get("eval_task"):
         return instantiate(cfg.eval_task)
-    task = instantiate(t.data_cfg.task)
+    task = instantiate(data_cfg.task)
     if task.eval_task is None:
         raise ConfigError(f"data.task ({type(task).__name__}) has no evaluation task: choose one, e.g. eval_task=math")
     return task.eval_task
@@ -181,11 +181,13 @@ def write_outputs(out: Path, label: str, results: ModelResults, settings: EvalSe
 def evaluate_from_config(cfg: DictConfig) -> dict:
     """Evaluate as configured; returns the rows of `summary.csv` as a dict (greedy, sampled)."""
     settings = EvalSettings.from_cfg(cfg.eval, cfg.seed)
+    if not (cfg.run or cfg.ckpt):  # the model named here: checked before the embedded base is built
+        checks.model_architecture(cfg)
+        checks.chat_template(cfg, [("eval_task" if cfg.get("eval_task") else "data.task", _task(cfg, cfg.data))])
     t = target(cfg)
     tokenizer = load_target_tokenizer(t)
-    task = _task(cfg, t)
-    if task.chat_template and not tokenizer.chat_template:
-        raise ConfigError(f"{task.name}: its prompts go in the chat template, and the tokenizer of {t.label} has none")
+    task = _task(cfg, t.data_cfg)
+    checks.tokenizer_chat_template(task, tokenizer, "eval_task" if cfg.get("eval_task") else "data.task", t.label)
     log.info("evaluating %s on %s (%s) with %s", t.label, task.name, ", ".join(task.test_splits), settings.backend)
     results = _evaluate(t, tokenizer, task, settings)
     out = Path(cfg.paths.output_dir)

@@ -49,7 +49,10 @@ class FineTuneModule(L.LightningModule):
         self._extra_sums: dict[str, torch.Tensor] = {}  # a batch's `metric_sums`, over this step
         self.totals: dict[str, float] = {}  # the same, over the run (numerators and counts)
         self.policy: CausalLMWithLoss | None = None
-        self.val_sums = torch.nn.ModuleDict({k: SumMetric() for k in ("nll", "correct", "tokens")})
+        # nan_strategy "disable": a non-finite loss stays non-finite (the default drops NaN, reporting 0)
+        self.val_sums = torch.nn.ModuleDict(
+            {k: SumMetric(nan_strategy="disable") for k in ("nll", "correct", "tokens")}
+        )
         self._step_sums: torch.Tensor | None = None  # this optimizer step's sums, on the device
         self._step_rows: list[torch.Tensor] = []  # row ids of this step's micro-batches
         self._step_clock: float | None = None

@@ -2,9 +2,11 @@
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from dftlab import checks
 from dftlab.cli import train
 from dftlab.data import guards
 from dftlab.errors import ConfigError
@@ -28,15 +30,15 @@ def _text_file(tmp_path, n=40):
 
 
 def test_a_missing_data_path_fails_fast(run_dir, tmp_path):
-    _fails_fast(run_dir, ["data=jsonl"], r"data.task.path is not set")
+    _fails_fast(run_dir, ["data=jsonl"], r"data.task.path is required: give it on the command line")
     _fails_fast(run_dir, ["data=jsonl", f"data.task.path={tmp_path}/nope.jsonl"], r"data.task.path=.*no such file")
 
 
 def test_the_embedded_base_refuses_a_chat_template_and_text_it_cannot_encode(run_dir, tmp_path):
     path = _text_file(tmp_path)
     _fails_fast(run_dir, ["data=jsonl", f"data.task.path={path}"],
-                r"data.task.chat_template=true, and the tokenizer of model.name_or_path=embedded-base has no chat "
-                r"template")
+                r"data.task: text puts its prompts in the tokenizer's chat template, and the character tokenizer of "
+                r"the embedded base has none")
     _fails_fast(run_dir, ["data=jsonl", f"data.task.path={path}", "data.task.chat_template=false"],
                 r"model.name_or_path=embedded-base .* encodes \d+\.\d% of the first 64 rows' tokens as <unk> "
                 r"\(more than data.task.max_unk_fraction=0.01\)")
@@ -51,13 +53,15 @@ def test_the_chat_template_is_read_from_the_tokenizer_files(tmp_path):
     char_tokenizer().save_pretrained(folder)
     (folder / "config.json").write_text("{}")
     model = OmegaConf.create({"name_or_path": str(folder), "tokenizer": None})
-    data = OmegaConf.create({"task": {"chat_template": True}})
+    cfg = OmegaConf.create({"model": model})
+    task = [("data.task", SimpleNamespace(name="text", chat_template=True))]
     assert guards.chat_template_of(model) is None
-    with pytest.raises(ConfigError, match=rf"model.name_or_path={folder} has no chat template"):
-        guards.check_chat_template(model, data)
+    with pytest.raises(ConfigError, match=rf"data.task: text puts its prompts in the tokenizer's chat template, "
+                                          rf"and '{folder}' has none"):
+        checks.chat_template(cfg, task)
     (folder / "chat_template.jinja").write_text("{{ messages[0].content }}")
     assert guards.chat_template_of(model) == "{{ messages[0].content }}"
-    guards.check_chat_template(model, data)
+    checks.chat_template(cfg, task)
     assert guards.chat_template_of(OmegaConf.create({"name_or_path": "nobody/not-cached", "tokenizer": None})) \
         is guards.UNKNOWN  # a hub name outside the cache: left to the tokenizer's loading, never downloaded
 

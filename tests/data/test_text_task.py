@@ -85,7 +85,8 @@ def _datamodule(task, tmp_path, **kwargs):
 def test_truncation_counted_and_reported(tmp_path):
     rows = [{"q": "1+1=", "a": "2"}] * 100 + [{"q": "1+1=", "a": "2" * 30}] * 3 + [{"q": "9" * 40, "a": "1"}] * 2
     path = _write(tmp_path / "t.jsonl", [json.dumps(r).encode() for r in rows])
-    task = TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=2, chat_template=False, seed=1)
+    task = TextTask(str(path), columns={"prompt": "q", "response": "a"}, val_size=2, chat_template=False, seed=1,
+                    max_bad_fraction=0.1)
     keep = _datamodule(task, tmp_path / "k", max_length=20)
     counts = {k: keep.skipped["train"].get(k, 0) + keep.skipped["val"].get(k, 0)
               for k in ("truncated_partly", "truncated_away")}

@@ -119,3 +119,16 @@ def test_export_reloads_with_its_image_processor(tiny_vlm, tmp_path):
     inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "image_grid_thw", "mm_token_type_ids")}
     with torch.no_grad():
         torch.testing.assert_close(lm2.eval()(**inputs).logits, lm.eval()(**inputs).logits)
+
+
+def test_fsdp_shards_the_decoder_layers_and_the_vision_blocks(tiny_vlm):
+    """trainer=fsdp wraps every decoder layer and every vision block as its own unit (the two-process
+    run is `tests/test_distributed.py::test_fit_save_resume_export[fsdp-vision]`)."""
+    from dftlab.strategies import decoder_layer_classes
+
+    _, _, lm = tiny_vlm
+    units = decoder_layer_classes(lm)
+    found = {type(m).__name__ for m in lm.modules() if type(m).__name__ in units}
+    assert found == {"Qwen2VLDecoderLayer", "Qwen2VLVisionBlock"}
+    assert sum(type(m).__name__ in units for m in lm.modules()) == lm.config.text_config.num_hidden_layers + \
+        lm.config.vision_config.depth

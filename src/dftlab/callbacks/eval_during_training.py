@@ -16,6 +16,10 @@ and rank 0 keeps its own verdicts; its first point is after the first step (FSDP
 through the first forward of the root module, which generating would bypass). Only rank 0 writes
 and logs. The time an evaluation takes is
 kept out of the training throughput (`train/tokens_per_s`).
+
+A stop signal ends a measurement between generate batches (one process; with several ranks the
+measurement finishes first, since the other ranks wait for its verdicts): the step is saved and the
+resumed run measures that point, and no point already in `points.csv`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from dftlab.callbacks.distributed import gather_uneven
+from dftlab.callbacks.preemption import stop_from_callback
 from dftlab.errors import ConfigError
 from dftlab.evaluation.runner import SplitResult, generate_and_score, select, summarise, verdicts
 from dftlab.formats.eval_points import DIR, PLOT, POINTS, append_points, read_points
 from dftlab.models import eval_mode
 from dftlab.plots.progress import Curve, plot_progress
+from dftlab.stopping import StopRequested
 from dftlab.strategies import FSDP2Strategy
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,8 @@ class EvalDuringTraining(L.Callback):
     """`every_n_steps`: null measures before and after training only. `max_problems`: the first n
     problems of each split (null: all). `splits`: null for every test split. `n_samples` > 1:
     Average@k at `temperature` and `top_p`. `batch_size`: sequences per generate call. `seed`:
-    the sampling seed (the same at every point)."""
+    the sampling seed (the same at every point). `at_start`: measure the model training starts
+    from (step 0; off for a model that starts from random weights, whose accuracy is 0)."""
 
     def __init__(
         self,
@@ -59,6 +66,7 @@ class EvalDuringTraining(L.Callback):
         top_p: float = 1.0,
         batch_size: int = 512,
         seed: int = 0,
+        at_start: bool = True,
     ):
         checks = {
             "every_n_steps": (every_n_steps, every_n_steps is None or every_n_steps >= 1, "null or >= 1"),
@@ -74,37 +82,74 @@ class EvalDuringTraining(L.Callback):
         self.every_n_steps, self.max_problems = every_n_steps, max_problems
         self.splits = list(splits) if splits else None
         self.n_samples, self.temperature, self.top_p = n_samples, temperature, top_p
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.at_start = batch_size, seed, at_start
         self.metric = "acc" if n_samples == 1 else f"avg@{n_samples}"
         self._task = None
         self._problems: dict[str, list[dict]] = {}
         self._last_step: int | None = None
+        self._trained = False  # whether this fit ran its training loop (a finished run's resume does not)
 
     # --- when ------------------------------------------------------------------------------
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _prepare(self, trainer: L.Trainer) -> None:
         self._task = trainer.datamodule.task.eval_task
         if self._task is None:
             log.warning("%s: the task has no eval_task, nothing to evaluate during training", KEY)
             return
         limit = FAST_DEV_RUN_PROBLEMS if trainer.fast_dev_run else self.max_problems
         self._problems = select(self._task, self.splits, limit, f"{KEY}.splits")
-        if not isinstance(trainer.strategy, FSDP2Strategy):  # see the module's docstring
-            self._measure(trainer, pl_module)
+
+    def _measured(self, trainer: L.Trainer, step: int) -> bool:
+        """Whether `points.csv` has this step (from an earlier, interrupted run of this directory)."""
+        return any(p["step"] == step for p in read_points(self._out_dir(trainer) / POINTS))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = True
+        self._prepare(trainer)
+        if self._task is None or isinstance(trainer.strategy, FSDP2Strategy):  # see the module's docstring
+            return
+        step = trainer.global_step
+        due = self.at_start if step == 0 else bool(self.every_n_steps) and step % self.every_n_steps == 0
+        if due and not (step > 0 and self._measured(trainer, step)):
+            self._measure_or_stop(trainer, pl_module, "on_train_start")
+        elif step > 0:
+            self._last_step = step  # measured before the interruption (or not a point of the schedule)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         # called after every micro-batch: act once, after the optimizer step that reached `step`
         if self._task is not None and self.every_n_steps and step % self.every_n_steps == 0 and step != self._last_step:
-            self._measure(trainer, pl_module)
+            self._measure_or_stop(trainer, pl_module, "on_train_batch_end")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._task is None:
             return
         if trainer.global_step != self._last_step:
-            self._measure(trainer, pl_module)
+            self._measure_or_stop(trainer, pl_module, "on_train_end")
         if trainer.is_global_zero:
             self._publish_plot(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed run whose training was already finished (stopped during the last point) skips
+        the training loop: its last point is measured here, on the training device."""
+        if self._trained or trainer.world_size > 1:
+            return
+        self._prepare(trainer)
+        if self._task is None or self._measured(trainer, trainer.global_step):
+            return
+        device = trainer.strategy.root_device
+        pl_module.to(device)  # the trainer's teardown has moved it to the CPU
+        try:
+            self._measure_or_stop(trainer, pl_module, "on_fit_end")
+        finally:
+            pl_module.cpu()
+        self._publish_plot(trainer)
+
+    def _measure_or_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, hook: str) -> None:
+        try:
+            self._measure(trainer, pl_module)
+        except StopRequested:
+            stop_from_callback(trainer, hook)
 
     # --- measuring -------------------------------------------------------------------------
 
@@ -113,6 +158,7 @@ class EvalDuringTraining(L.Callback):
         sharded = isinstance(trainer.strategy, FSDP2Strategy)
         rank, world = trainer.global_rank, trainer.world_size
         share = self._problems if sharded else {s: rows[rank::world] for s, rows in self._problems.items()}
+        log.info("%s: measuring step %d (%d problems)", KEY, trainer.global_step, sum(map(len, share.values())))
         try:
             with (
                 eval_mode(pl_module),
@@ -131,6 +177,7 @@ class EvalDuringTraining(L.Callback):
                     batch_size=self.batch_size,
                     seed=self.seed + 100_003 * (0 if sharded else rank),
                     synced_gpus=sharded and world > 1,
+                    interruptible=world == 1,
                 )
         finally:
             pl_module.reset_step_clock()  # keep this pass out of the training throughput

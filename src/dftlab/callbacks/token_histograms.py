@@ -8,6 +8,9 @@ the size of the training set, so every loss and every training seed is measured 
 Distributed: rank r takes subset[r::world_size] (no padding and no repeats, which a
 DistributedSampler would add), counts its share into the bins, and the counts are summed over ranks;
 the median comes from the gathered values. Only rank 0 writes files and logs.
+
+A stop signal ends a pass between its batches (one process): the step is saved, and the resumed
+run measures that point, and no point already on disk.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from lightning.fabric.utilities import move_data_to_device
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from dftlab import stopping
 from dftlab.callbacks.distributed import gather_uneven
+from dftlab.callbacks.preemption import stop_from_callback
 from dftlab.data.collate import collate
 from dftlab.data.datamodule import EncodedDataset
 from dftlab.data.encode import EncodeSettings, encode_example
 from dftlab.errors import ConfigError
-from dftlab.formats.token_probs import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges
+from dftlab.formats.token_probs import BEFORE, DIR, PAPER_EDGES, ProbHistogram, fine_edges, point_name
 from dftlab.losses import IGNORE_INDEX
 from dftlab.models import eval_mode
 from dftlab.plots.histograms import plot_histograms
@@ -101,6 +106,8 @@ class TokenHistograms(L.Callback):
         self._shard: list[int] = []
         self._first: _Point | None = None
         self._last: _Point | None = None
+        self._last_step = -1  # the step of the latest point (measured by this run or found on disk)
+        self._trained = False  # whether this fit ran its training loop (a finished run's resume does not)
 
     # --- when ------------------------------------------------------------------------------
 
@@ -114,27 +121,61 @@ class TokenHistograms(L.Callback):
         encoded = [encode_example(tok, r, settings) for r in task.train()]  # pairs, conversations, documents
         return EncodedDataset([e for e in encoded if e is not None]), partial(collate, pad_id=tok.pad_token_id)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _prepare(self, trainer: L.Trainer) -> None:
         self._dataset, self._collate = self._examples(trainer.datamodule)
         subset = subset_indices(len(self._dataset), self.n_examples, self.seed)
         if trainer.fast_dev_run:
             subset = subset[: self.batch_size]  # a smoke run measures one batch's worth
         self._n_subset = len(subset)
         self._shard = subset[trainer.global_rank :: trainer.world_size]
-        self._first = self._last = self._evaluate(trainer, pl_module)
+
+    def _on_disk(self, trainer: L.Trainer, step: int) -> bool:
+        return (self._out_dir(trainer) / f"{point_name(step)}.npz").exists()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = True
+        self._prepare(trainer)
+        step = trainer.global_step
+        due = step == 0 or bool(self.every_n_steps) and step % self.every_n_steps == 0
+        if due and not (step > 0 and self._on_disk(trainer, step)):
+            self._point(trainer, pl_module, "on_train_start")
+            self._first = self._last
+        self._last_step = step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         # called after every micro-batch: act once, after the optimizer step that reached `step`
-        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._last.hist.step:
-            self._last = self._evaluate(trainer, pl_module)
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._last_step:
+            self._point(trainer, pl_module, "on_train_batch_end")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last.hist.step:
-            self._last = self._evaluate(trainer, pl_module)
+        if trainer.global_step != self._last_step or self._last is None:
+            self._point(trainer, pl_module, "on_train_end")
         if trainer.is_global_zero:
             self._publish_lowest(trainer)
             self._publish_before_after(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed run whose training was already finished (stopped during the last point) skips
+        the training loop: its last point is measured here, on the training device."""
+        if self._trained or trainer.world_size > 1 or self._on_disk(trainer, trainer.global_step):
+            return
+        self._prepare(trainer)
+        pl_module.to(trainer.strategy.root_device)  # the trainer's teardown has moved it to the CPU
+        try:
+            self._point(trainer, pl_module, "on_fit_end")
+        finally:
+            pl_module.cpu()
+        self._publish_lowest(trainer)
+        self._publish_before_after(trainer)
+
+    def _point(self, trainer: L.Trainer, pl_module: L.LightningModule, hook: str) -> None:
+        try:
+            self._last = self._evaluate(trainer, pl_module)
+        except stopping.StopRequested:
+            stop_from_callback(trainer, hook)
+        else:
+            self._last_step = trainer.global_step
 
     # --- measuring -------------------------------------------------------------------------
 
@@ -148,6 +189,8 @@ class TokenHistograms(L.Callback):
         try:
             with eval_mode(pl_module), torch.no_grad(), trainer.precision_plugin.forward_context():
                 for s in range(0, len(self._shard), self.batch_size):
+                    if trainer.world_size == 1:  # several ranks reduce the counts together: none stops alone
+                        stopping.check()
                     items = [dataset[(i, 0)] for i in self._shard[s : s + self.batch_size]]
                     batch = move_data_to_device(self._collate(items), device)
                     stats, entropy = pl_module.policy.token_stats(batch, entropy=True)
@@ -246,6 +289,8 @@ class TokenHistograms(L.Callback):
     def _publish_before_after(self, trainer: L.Trainer) -> None:
         # a run resumed in its own directory compares with the model it first started from
         before = self._out_dir(trainer) / f"{BEFORE}.npz"
+        if not before.exists() and self._first is None:
+            return
         first = ProbHistogram.load(before) if before.exists() else self._first.hist
         last = self._last.hist
         if first.step == last.step:

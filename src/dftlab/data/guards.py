@@ -1,13 +1,12 @@
-"""Data checks that need no model, run before the embedded base is resolved or built (seconds, not minutes).
+"""What `dftlab.checks` reads of the data and the tokenizer before the embedded base is resolved or
+built (seconds, not minutes):
 
-- `check_data_path`: `data.task.path` is set and, when it names local files, they exist;
-- `check_chat_template`: a run that renders chat templates has a tokenizer with one, read from the
-  tokenizer's files (`tokenizer_config.json`, `chat_template.jinja`, a GGUF file's metadata) without
-  loading it;
+- `chat_template_of`: a tokenizer's chat template, read from its files (`tokenizer_config.json`,
+  `chat_template.jinja`, a GGUF file's metadata) without loading it;
 - `check_head`: for the embedded base (whose character tokenizer is known without building it), the
   first rows of the data encode, with few unknown tokens.
 
-The tokenisation of the whole data repeats the last two exactly, before any model is built.
+The tokenisation of the whole data repeats both exactly, before any model is built.
 """
 
 from __future__ import annotations
@@ -16,23 +15,12 @@ import json
 import struct
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dftlab.errors import ConfigError
 
 UNKNOWN = object()  # a template that cannot be read without loading the tokenizer (a hub name not cached)
 HEAD_ROWS = 64
-
-
-def check_data_path(data: DictConfig) -> None:
-    task = data.get("task") if isinstance(data, DictConfig) else None
-    if task is None or "path" not in task.keys():
-        return
-    if OmegaConf.is_missing(task, "path") or task.path in (None, ""):
-        raise ConfigError("data.task.path is not set: give data.task.path=<a file, a glob, a folder or a hub dataset>")
-    from dftlab.data.sources import local_files
-
-    local_files(str(task.path))
 
 
 def _embedded(model: DictConfig) -> bool:
@@ -92,7 +80,9 @@ def _template_in(folder: Path):
 def chat_template_of(model: DictConfig):
     """The tokenizer's chat template read from its files: a string, None (it has none) or UNKNOWN."""
     if _embedded(model):
-        return None  # the character tokenizer of the embedded base and of fresh scratch models
+        # the character tokenizer of the embedded base and of scratch models has none; its vision-language
+        # twin (model=vl_scratch, and the base of model=vl_base) has one
+        return UNKNOWN if "vision_config" in (model.get("arch") or {}) or "image_processor" in model else None
     source = str(model.get("tokenizer") or model.name_or_path)
     folder = Path(source).expanduser()
     gguf = model.get("gguf_file")
@@ -113,18 +103,6 @@ def chat_template_of(model: DictConfig):
 def _names_the_model(model: DictConfig) -> str:
     return f"model.name_or_path={model.get('name_or_path')}" + (f" (tokenizer {model.tokenizer})"
                                                                 if model.get("tokenizer") else "")
-
-
-def check_chat_template(model: DictConfig, data: DictConfig) -> None:
-    task = data.get("task")
-    if task is None or not task.get("chat_template", False):
-        return
-    template = chat_template_of(model)
-    if template is None or template == "":
-        raise ConfigError(
-            f"data.task.chat_template=true, and the tokenizer of {_names_the_model(model)} has no chat template: "
-            f"choose a model with one, or set data.task.chat_template=false (prompt and response are then joined raw)"
-        )
 
 
 def check_head(model: DictConfig, data: DictConfig) -> None:
@@ -159,13 +137,3 @@ def check_head(model: DictConfig, data: DictConfig) -> None:
             f"data.task.max_unk_fraction={limit}): choose a model for this data, e.g. model=hf "
             f"model.name_or_path=<model> or model=smollm2-135m"
         )
-
-
-def check(cfg: DictConfig) -> None:
-    """Every data check that needs no model (see the module docstring)."""
-    data, model = cfg.get("data"), cfg.get("model")
-    if data is None or model is None:
-        return
-    check_data_path(data)
-    check_chat_template(model, data)
-    check_head(model, data)

@@ -7,6 +7,7 @@ source whose bad fraction exceeds the configured limit is refused before trainin
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,7 @@ from dftlab.data.sources import file_rows
 from dftlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+COLUMN_ROWS = 1000  # the rows whose keys are a JSON-lines file's columns
 
 REASONS = ("malformed_json", "undecodable", "missing_field", "not_text", "empty_prompt", "empty_response",
            "empty_text", "bad_message", "unknown_role", "no_assistant_turn")
@@ -57,8 +59,14 @@ def examples(records: Records, rows: Iterable[tuple[str, object]], format: str, 
     """The examples of `rows` ((where, dict or reason) pairs); bad rows are counted in `records`.
 
     The format is resolved from `available` (the source's columns) or, when the source does not
-    declare them (JSON lines), from the first row's keys.
+    declare them (JSON lines), from the keys of its first `COLUMN_ROWS` rows: a first row without a
+    column the others have is a `missing_field`, not a file without that column.
     """
+    rows = iter(rows)
+    if available is None:
+        head = list(itertools.islice(rows, COLUMN_ROWS))
+        available = set().union(*(row for _, row in head if isinstance(row, dict)))
+        rows = itertools.chain(head, rows)
     resolved = None
     for where, row in rows:
         if isinstance(row, str):

@@ -8,18 +8,21 @@ read is yielded as the reason it is counted (`malformed_json`, `undecodable`) in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import gzip
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dftlab.data.fingerprint import content_digest
 from dftlab.errors import ConfigError
+from dftlab.stopping import StopRequested
 
 KINDS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 COMPRESSED = (".gz", ".zst")
@@ -67,6 +70,17 @@ def _open(path: Path):
     return open(path, "rb")
 
 
+def _has_lone_surrogate(raw: bytes, row) -> bool:
+    """A JSON string escape of half a surrogate pair (`"\\ud800"`): text no tokenizer takes."""
+    if b"\\ud" not in raw.lower():
+        return False
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _jsonl(path: Path, lines) -> Iterator[tuple[str, object]]:
     for number, raw in enumerate(lines, start=1):
         if number == 1:
@@ -79,26 +93,58 @@ def _jsonl(path: Path, lines) -> Iterator[tuple[str, object]]:
         except UnicodeDecodeError:
             yield where, "undecodable"
             continue
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON; or a number too long or nesting too deep for Python
             yield where, "malformed_json"
             continue
-        yield where, (row if isinstance(row, dict) else "malformed_json")
+        if not isinstance(row, dict):
+            yield where, "malformed_json"
+        else:
+            yield where, ("undecodable" if _has_lone_surrogate(raw, row) else row)
+
+
+def _not_rows(path: Path, value) -> ConfigError:
+    return ConfigError(f"{path}: a JSON {type(value).__name__}, not an array of rows (or one JSON object per line)")
+
+
+def _document(path: Path) -> object | None:
+    """The one JSON value a `.json` file that is not JSON lines holds (on one line or many); None for
+    JSON lines, or for text that is not JSON (its lines are then counted as bad rows)."""
+    with _open(path) as f:
+        first, second = f.readline(), f.readline()
+    try:
+        value = json.loads(first.decode("utf-8-sig"))
+        return value if not second.strip() else None
+    except (ValueError, RecursionError):
+        pass
+    with _open(path) as f:
+        try:
+            return json.loads(f.read().decode("utf-8-sig"))
+        except (ValueError, RecursionError):
+            return None
 
 
 def _json(path: Path) -> Iterator[tuple[str, object]]:
     with _open(path) as f:
         head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head.startswith(b"["):  # JSON lines under a .json name, as `datasets` reads them
+        value = _document(path)
+        if value is not None:
+            raise ConfigError(f"{path}: a JSON {type(value).__name__}, not an array of rows (or one JSON object "
+                              f"per line)")
         with _open(path) as f:
             yield from _jsonl(path, f)
         return
     with _open(path) as f:
-        try:
-            items = json.loads(f.read().decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"data.task.path={str(path)!r}: not a valid JSON array ({err})") from None
+        raw = f.read()
+    try:
+        items = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ConfigError(f"data.task.path={str(path)!r}: not a valid JSON array ({err})") from None
     for i, row in enumerate(items):
-        yield f"{path}[{i}]", (row if isinstance(row, dict) else "malformed_json")
+        if not isinstance(row, dict):
+            yield f"{path}[{i}]", "malformed_json"
+        else:
+            yield f"{path}[{i}]", ("undecodable" if _has_lone_surrogate(raw, row) else row)
 
 
 def _csv(path: Path) -> Iterator[tuple[str, object]]:
@@ -169,28 +215,49 @@ class Source:
     def __post_init__(self):
         self.files = local_files(self.path)
 
+    @contextlib.contextmanager
+    def _readable(self):
+        """pyarrow's, datasets' and the hub's errors as one line naming the source."""
+        quiet = logging.getLogger("datasets")  # it logs its own copy of the error turned into one line here
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            yield
+        except (ConfigError, StopRequested):
+            raise
+        except Exception as err:
+            cause = err.__cause__ or err
+            what = "not readable as a dataset" if self.files is not None else "could not be loaded from the hub"
+            first = str(cause).splitlines()[0] if str(cause) else ""
+            raise ConfigError(f"data.task.path={self.path!r}: {what} ({type(cause).__name__}: {first})") from None
+        finally:
+            quiet.setLevel(level)
+
     def _dataset(self):
         import datasets
 
-        if self.files is not None:  # a folder written by save_to_disk
-            rows = datasets.load_from_disk(str(self.files[0]))
-            return rows[self.split] if isinstance(rows, datasets.DatasetDict) else rows
-        return datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision,
-                                     streaming=self.streaming)
+        with self._readable():
+            if self.files is not None:  # a folder written by save_to_disk
+                rows = datasets.load_from_disk(str(self.files[0]))
+                return rows[self.split] if isinstance(rows, datasets.DatasetDict) else rows
+            return datasets.load_dataset(self.path, self.subset, split=self.split, revision=self.revision,
+                                         streaming=self.streaming)
 
     def columns(self) -> set[str] | None:
         if self.files is not None and self.files[0].is_file():
-            return file_columns(self.files[0])
+            with self._readable():
+                return file_columns(self.files[0])
         names = getattr(self._dataset(), "column_names", None)
         return set(names) if names else None
 
     def rows(self) -> Iterator[tuple[str, object]]:
-        if self.files is not None and self.files[0].is_file():
-            for path in self.files:
-                yield from file_rows(path)
-            return
-        for i, row in enumerate(self._dataset()):
-            yield f"{self.path}[{i}]", row
+        with self._readable():
+            if self.files is not None and self.files[0].is_file():
+                for path in self.files:
+                    yield from file_rows(path)
+                return
+            for i, row in enumerate(self._dataset()):
+                yield f"{self.path}[{i}]", row
 
     def content_hash(self) -> str | None:
         """The local files' content (`fingerprint.content_digest`); None for a hub dataset: its revision keys it."""

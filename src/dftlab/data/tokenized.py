@@ -55,6 +55,19 @@ class EncodedRows(Sequence):
         return list(self.table["n_targets"])
 
 
+def _features() -> datasets.Features:
+    """The columns `_encode_batch` writes, declared: a first batch whose rows are all cut away (empty lists,
+    no per-token values) would otherwise fix their types as null."""
+    v = datasets.Value
+    ints = datasets.Sequence(v("int64"))
+    return datasets.Features({
+        "input_ids": ints, "prompt_len": v("int64"), "truncated": v("bool"), "spans": datasets.Sequence(ints),
+        "n_targets": v("int64"), "n_tokens": v("int64"), "n_unk": v("int64"), "status": v("string"),
+        "where": v("string"), **{name: datasets.Sequence(v("float64")) for name in TOKEN_FIELDS},
+        **{f"given_{name}": v("bool") for name in TOKEN_FIELDS},
+    })
+
+
 def _encode_batch(batch: dict, tokenizer, settings: EncodeSettings) -> dict:
     out = {k: [] for k in ("input_ids", "prompt_len", "truncated", "spans", "n_targets", "n_tokens", "n_unk",
                            "status", "where", *TOKEN_FIELDS, *(f"given_{name}" for name in TOKEN_FIELDS))}
@@ -115,7 +128,8 @@ def _tokenise(name: str, rows, tokenizer, settings: EncodeSettings, num_proc: in
     kwargs = {"keep_in_memory": True} if folder is None else {"cache_file_name": str(folder / f"{name}.arrow")}
     procs = num_proc if num_proc and num_proc > 1 and len(raw) >= 2 * num_proc else None
     return raw.map(_encode_batch, batched=True, batch_size=256, num_proc=procs, remove_columns=["row"],
-                   fn_kwargs={"tokenizer": tokenizer, "settings": settings}, desc=f"tokenising {name}", **kwargs)
+                   features=_features(), fn_kwargs={"tokenizer": tokenizer, "settings": settings},
+                   desc=f"tokenising {name}", **kwargs)
 
 
 def _check(name: str, table: datasets.Dataset) -> Counter:
@@ -179,6 +193,24 @@ def check_unknown(tables: dict[str, datasets.Dataset], tokenizer, max_unk_fracti
     return fraction
 
 
+def check_cut(skipped: dict, kept: int, truncation: str, max_length: int, task) -> None:
+    """Rows cut away by `max_length` (with `truncation=drop`, rows cut at all) count toward the task's
+    bad-row limit (`max_bad_fraction`, 1% for a task without one), with its bad source rows: a short
+    `max_length` does not train on a fraction of the data silently."""
+    limit = getattr(task, "max_bad_fraction", 0.01)
+    splits = [counts for name, counts in skipped.items() if name in SPLITS]
+    cut = sum(c.get("truncated_away", 0) + (c.get("truncated_partly", 0) if truncation == "drop" else 0)
+              for c in splits)
+    source = sum(skipped.get("source", {}).values())
+    total = kept + cut + source
+    if cut and (cut + source) / total > limit:
+        key = f" or data.task.max_bad_fraction={limit}" if hasattr(task, "max_bad_fraction") else ""
+        how = "cut away or cut" if truncation == "drop" else "cut away"
+        more = f" and {source} more are bad" if source else ""
+        raise ConfigError(f"{cut} of {total} rows are dropped for data.max_length={max_length} (truncation="
+                          f"{truncation}: {how}){more}: more than {limit:.0%} of the data; raise data.max_length{key}")
+
+
 def build(task, tokenizer, settings: EncodeSettings, truncation: str = "keep", num_proc: int | None = None,
           cache_dir: str | None = None, model: str = "the model") -> tuple[dict[str, EncodedRows], dict]:
     """The tokenised splits of `task` (cached when `cache_dir` is set and the task has a fingerprint),
@@ -188,7 +220,9 @@ def build(task, tokenizer, settings: EncodeSettings, truncation: str = "keep", n
     if cache_dir is not None and fingerprint is not None:
         entry = Path(cache_dir) / "tokenized" / cache_key(fingerprint, tokenizer, settings, truncation)
         if (entry / "meta.json").is_file():
-            return _load(entry)
+            rows, skipped = _load(entry)
+            check_cut(skipped, sum(map(len, rows.values())), truncation, settings.max_length, task)
+            return rows, skipped
     datasets.disable_progress_bars()
     folder = None
     if entry is not None:
@@ -203,10 +237,11 @@ def build(task, tokenizer, settings: EncodeSettings, truncation: str = "keep", n
             skipped[name] = dict(_check(name, table))
             tables[name] = table
         check_unknown(tables, tokenizer, max_unk, model)
-        tables = {name: _kept(name, table, skipped[name], truncation, settings.max_length, folder is None)
-                  for name, table in tables.items()}
         if source := task.skipped():
             skipped["source"] = source
+        tables = {name: _kept(name, table, skipped[name], truncation, settings.max_length, folder is None)
+                  for name, table in tables.items()}
+        check_cut(skipped, sum(map(len, tables.values())), truncation, settings.max_length, task)
         if entry is None:
             return {name: EncodedRows(t) for name, t in tables.items()}, skipped
         out = folder / "entry"

@@ -12,12 +12,14 @@ import torch
 from omegaconf import OmegaConf
 
 from dftlab.evaluation import vllm_backend
+from dftlab.evaluation.journal import Journal
 from dftlab.evaluation.runner import SplitResult, evaluate
 from dftlab.evaluation.settings import EvalSettings, Sampling
 from dftlab.evaluation.table import describe, format_table
 from dftlab.vision.models import auto_class
 
 HEADLINE = "test/mean_acc"
+PARTIAL = "partial"  # eval/partial/: the finished generate batches of an evaluation that was stopped
 
 
 @dataclass
@@ -36,9 +38,11 @@ def load_for_generation(path, settings: EvalSettings, trust_remote_code: bool = 
     return auto.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code).to(device)
 
 
-def evaluate_model(lm, tokenizer, task, settings: EvalSettings) -> ModelResults:
-    """Greedy accuracy per split and, when `settings.samples` is set, Average@k and pass@k."""
-    common = {"batch_size": settings.batch_size, "seed": settings.seed, "max_problems": settings.max_problems}
+def evaluate_model(lm, tokenizer, task, settings: EvalSettings, journal: Journal | None = None) -> ModelResults:
+    """Greedy accuracy per split and, when `settings.samples` is set, Average@k and pass@k.
+    `journal`: keeps finished generate batches, so that a stopped evaluation resumes (see `generate`)."""
+    common = {"batch_size": settings.batch_size, "seed": settings.seed, "max_problems": settings.max_problems,
+              "journal": journal}
     greedy = evaluate(lm, tokenizer, task, settings.splits, **common)
     sampled = None
     if settings.samples:
@@ -49,10 +53,11 @@ def evaluate_model(lm, tokenizer, task, settings: EvalSettings) -> ModelResults:
     return ModelResults(greedy, sampled)
 
 
-def evaluate_path(path, tokenizer, task, settings: EvalSettings, trust_remote_code: bool = False) -> ModelResults:
+def evaluate_path(path, tokenizer, task, settings: EvalSettings, trust_remote_code: bool = False,
+                  journal: Journal | None = None) -> ModelResults:
     lm = load_for_generation(path, settings, trust_remote_code)
     try:
-        return evaluate_model(lm, tokenizer, task, settings)
+        return evaluate_model(lm, tokenizer, task, settings, journal)
     finally:
         if isinstance(lm, vllm_backend.VLLMModel):
             vllm_backend.release(lm)
@@ -72,18 +77,18 @@ def rows(results: ModelResults) -> dict:
     }
 
 
-def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings) -> ModelResults:
+def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings, journal: Journal | None) -> ModelResults:
     if not cfg.model.get("gguf_file"):
-        return evaluate_path(base_path, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code")))
+        return evaluate_path(base_path, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code")), journal)
     # a GGUF file inside base_path: loaded (de-quantized) as training loads it, without the run's LoRA
     from dftlab.eval_run import Target, generation_model
 
     model = OmegaConf.merge(cfg.model, {"lora": {"r": 0}})
     with generation_model(Target("base", model, cfg.data), tokenizer, settings) as lm:
-        return evaluate_model(lm, tokenizer, task, settings)
+        return evaluate_model(lm, tokenizer, task, settings, journal)
 
 
-def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings) -> dict:
+def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings, journal: Journal | None) -> dict:
     """A base model's results, cached beside it (keyed by the evaluation and the test data; not by
     the seed: every fine-tune of one base shares one measurement of it)."""
     key = [OmegaConf.to_container(cfg.eval, resolve=True), OmegaConf.to_container(cfg.data.task, resolve=True),
@@ -97,7 +102,7 @@ def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings) -
     cache = folder / f"eval-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    results = rows(_evaluate_base(cfg, task, tokenizer, base_path, settings))
+    results = rows(_evaluate_base(cfg, task, tokenizer, base_path, settings, journal))
     if folder.is_dir():
         cache.write_text(json.dumps(results, indent=2))
     return results
@@ -133,14 +138,23 @@ def metrics(tuned: dict, base: dict, samples: Sampling | None) -> dict[str, floa
     return out
 
 
-def evaluate_run(cfg, task, tokenizer, export: Path, base_path, loggers) -> dict:
+def evaluate_run(cfg, task, tokenizer, export: Path, base_path, loggers, step: int | None = None) -> dict:
     """Accuracy per test split for the export (and the base), printed, logged and returned for
-    summary.json: `finetuned` and `base` hold the greedy rows, `sampled` the Average@k ones."""
+    summary.json: `finetuned` and `base` hold the greedy rows, `sampled` the Average@k ones.
+
+    Stopped by a signal (`StopRequested`), it keeps the generate batches it finished in
+    `eval/partial/` (keyed by the export's training `step`), and the next call reuses them."""
     settings = EvalSettings.from_cfg(cfg.eval, cfg.seed, bool(cfg.trainer.get("fast_dev_run")))
-    results = evaluate_path(export, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code")))
+    partial = export.parent / "eval" / PARTIAL
+    journal = (lambda model: Journal(partial, model)) if step is not None else (lambda model: None)
+    trust = bool(cfg.model.get("trust_remote_code"))
+    results = evaluate_path(export, tokenizer, task, settings, trust, journal(f"{export}@{step}"))
     write_records(results, export.parent / "eval")
     tuned = rows(results)
-    base = _cached_base_eval(cfg, task, tokenizer, base_path, settings) if cfg.eval.base and base_path else {}
+    base = {}
+    if cfg.eval.base and base_path:
+        base = _cached_base_eval(cfg, task, tokenizer, base_path, settings, journal(f"{base_path}"))
+    Journal(partial, "").clear()
     logged = metrics(tuned, base, settings.samples)
     for lg in loggers:
         lg.log_metrics(logged, step=None)

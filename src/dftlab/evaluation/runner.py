@@ -46,11 +46,14 @@ def generate_and_score(
     batch_size: int = 256,
     seed: int = 0,
     synced_gpus: bool = False,
+    journal=None,
+    interruptible: bool = True,
 ) -> dict[str, list[dict]]:
     """Per split, one record per problem: its id and gold answer (when the task has them), prompt,
     completions and their scores. Every split goes into one `generate` call, so that one batch can
     hold problems of several splits; a prompt that several splits share is completed once (HumanEval
-    and HumanEval+ grade the same completions). A task's `stop` strings (optional) end completions."""
+    and HumanEval+ grade the same completions). A task's `stop` strings (optional) end completions.
+    `journal`, `interruptible`: see `generate`."""
     rows = [row for split_rows in problems.values() for row in split_rows]
     prompts = {_key(r["prompt"]): r["prompt"] for r in rows}  # each prompt once, in order
     unique = generate(
@@ -66,6 +69,8 @@ def generate_and_score(
         seed=seed,
         stop=list(task.stop) or None,
         synced_gpus=synced_gpus,
+        journal=journal,
+        interruptible=interruptible,
     )
     by_prompt = dict(zip(prompts, unique, strict=True))
     completions = [by_prompt[_key(r["prompt"])] for r in rows]
@@ -123,10 +128,11 @@ def evaluate(
     batch_size: int = 256,
     seed: int = 0,
     max_problems: int | None = None,
+    journal=None,
 ) -> dict[str, SplitResult]:
     problems = select(task, splits, max_problems)
     records = generate_and_score(
         lm, tokenizer, task, problems, n_samples=n_samples, temperature=temperature, top_p=top_p,
-        batch_size=batch_size, seed=seed,
+        batch_size=batch_size, seed=seed, journal=journal,
     )
     return {name: summarise(name, *verdicts(recs), recs) for name, recs in records.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dftlab.errors import printable
 from dftlab.evaluation.settings import Sampling
 
 
@@ -37,4 +38,4 @@ def format_table(columns: dict[str, dict[str, dict]], title: str) -> str:
         if with_pass:
             line += "".join(f"  {100 * c['pass']:16.1f}" if c and "pass" in c else f"  {'-':>16s}" for c in cells)
         lines.append(line)
-    return "\n".join(lines)
+    return printable("\n".join(lines), keep_newlines=True)  # names may come from files and the command line
