@@ -70,4 +70,4 @@ def test_dftlab_train_and_eval_from_an_empty_directory(installed):
     assert (evaluation / "summary.csv").read_text().count("\n") == 1 + 5  # header + one row per split
     bad = subprocess.run([str(venv / "bin" / "dftlab-train"), "data=jsonl"], cwd=empty, env=env, capture_output=True,
                          text=True, timeout=120)
-    assert bad.returncode == 2 and "data.task.path is not set" in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "data.task.path is required" in bad.stdout + bad.stderr
