@@ -77,7 +77,8 @@ def rows(results: ModelResults) -> dict:
     }
 
 
-def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings, journal: Journal | None) -> ModelResults:
+def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings,
+                   journal: Journal | None = None) -> ModelResults:
     if not cfg.model.get("gguf_file"):
         return evaluate_path(base_path, tokenizer, task, settings, bool(cfg.model.get("trust_remote_code")), journal)
     # a GGUF file inside base_path: loaded (de-quantized) as training loads it, without the run's LoRA
@@ -88,7 +89,8 @@ def _evaluate_base(cfg, task, tokenizer, base_path, settings: EvalSettings, jour
         return evaluate_model(lm, tokenizer, task, settings, journal)
 
 
-def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings, journal: Journal | None) -> dict:
+def _cached_base_eval(cfg, task, tokenizer, base_path, settings: EvalSettings,
+                      journal: Journal | None = None) -> dict:
     """A base model's results, cached beside it (keyed by the evaluation and the test data; not by
     the seed: every fine-tune of one base shares one measurement of it)."""
     key = [OmegaConf.to_container(cfg.eval, resolve=True), OmegaConf.to_container(cfg.data.task, resolve=True),
