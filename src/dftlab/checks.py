@@ -203,8 +203,10 @@ EMBEDDED_BASE = "embedded-base"  # dftlab.models.EMBEDDED_BASE, not imported fro
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
-def looks_local(path: str, suffixes: tuple[str, ...] = ()) -> bool:
-    return str(path).startswith(LOCAL_MARKS) or str(path).endswith(suffixes) or Path(str(path)).expanduser().exists()
+def looks_local(path: str) -> bool:
+    """A model or tokenizer path the user means as a folder (hub names are `owner/name`; data paths:
+    `data.sources.local_files`)."""
+    return str(path).startswith(LOCAL_MARKS) or Path(str(path)).expanduser().exists()
 
 
 @cache

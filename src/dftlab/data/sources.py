@@ -70,10 +70,13 @@ def _open(path: Path):
     return open(path, "rb")
 
 
-def _has_lone_surrogate(raw: bytes, row) -> bool:
-    """A JSON string escape of half a surrogate pair (`"\\ud800"`): text no tokenizer takes."""
-    if b"\\ud" not in raw.lower():
-        return False
+def _maybe_surrogate(raw: bytes) -> bool:
+    """Whether JSON text may escape half a surrogate pair (`"\\ud800"`): only then is a row checked."""
+    return b"\\ud" in raw.lower()
+
+
+def _has_lone_surrogate(row) -> bool:
+    """A string of `row` holding half a surrogate pair: text no tokenizer takes."""
     try:
         json.dumps(row, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -99,7 +102,7 @@ def _jsonl(path: Path, lines) -> Iterator[tuple[str, object]]:
         if not isinstance(row, dict):
             yield where, "malformed_json"
         else:
-            yield where, ("undecodable" if _has_lone_surrogate(raw, row) else row)
+            yield where, ("undecodable" if _maybe_surrogate(raw) and _has_lone_surrogate(row) else row)
 
 
 def _not_rows(path: Path, value) -> ConfigError:
@@ -140,11 +143,12 @@ def _json(path: Path) -> Iterator[tuple[str, object]]:
         items = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise ConfigError(f"data.task.path={str(path)!r}: not a valid JSON array ({err})") from None
+    check = _maybe_surrogate(raw)  # once for the whole file
     for i, row in enumerate(items):
         if not isinstance(row, dict):
             yield f"{path}[{i}]", "malformed_json"
         else:
-            yield f"{path}[{i}]", ("undecodable" if _has_lone_surrogate(raw, row) else row)
+            yield f"{path}[{i}]", ("undecodable" if check and _has_lone_surrogate(row) else row)
 
 
 def _csv(path: Path) -> Iterator[tuple[str, object]]:
